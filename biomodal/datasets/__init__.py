@@ -1,0 +1,9 @@
+"""Demo-data generators and preparers for public datasets."""
+
+from biomodal._exports import lazy_exports
+
+_MAP = {
+    "make_demo_spatial": "synthetic",
+}
+__all__ = sorted(_MAP)
+__getattr__, __dir__ = lazy_exports(__name__, _MAP)

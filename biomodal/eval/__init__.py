@@ -1,0 +1,15 @@
+"""Evaluation: full-set retrieval, expression prediction, probes, batch metrics."""
+
+from biomodal._exports import lazy_exports
+
+_MAP = {
+    "embed": "embed",
+    "retrieval": "retrieval",
+    "retrieval_ranks": "retrieval",
+    "batch_metrics": "batch",
+    "expression_prediction": "expression",
+    "knn_expression": "expression",
+    "linear_probe": "probe",
+}
+__all__ = sorted(_MAP)
+__getattr__, __dir__ = lazy_exports(__name__, _MAP)
