@@ -37,7 +37,7 @@ class Registry(Generic[T]):
         self._meta: dict[str, dict[str, Any]] = {}
 
     def register(self, name: str, **meta: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator registering ``factory`` under ``name`` with metadata ``meta``."""
+        """Register ``factory`` under ``name`` with metadata ``meta``."""
 
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._factories:

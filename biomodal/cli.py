@@ -23,8 +23,14 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="train and evaluate a recipe (YAML)")
     p.add_argument("recipe", help="recipe YAML file, or the name of a shipped recipe such as 'spatial/demo'")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe value, e.g. --set trainer.max_steps=50 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. --set trainer.max_steps=50 (repeatable)",
+    )
     p.add_argument("--out", default=None, help="run directory (default: the recipe's output.dir)")
 
     p = sub.add_parser("eval", help="re-evaluate a checkpoint on its recipe's evaluation data")

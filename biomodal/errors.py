@@ -11,13 +11,13 @@ import os
 
 __all__ = [
     "BiomodalError",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "MissingDependencyError",
+    "MissingMetadataError",
     "ReaderError",
     "UnsupportedFormatError",
-    "MissingMetadataError",
-    "DataError",
-    "ConfigError",
-    "CheckpointError",
-    "MissingDependencyError",
 ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from biomodal.errors import ConfigError
 
-__all__ = ["MODALITIES", "mask_key", "check_modality", "MASK_SUFFIX"]
+__all__ = ["MASK_SUFFIX", "MODALITIES", "check_modality", "mask_key"]
 
 #: Every modality name a batch dict, encoder or loss may use.
 MODALITIES: tuple[str, ...] = (

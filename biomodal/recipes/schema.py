@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from biomodal.errors import ConfigError
 from biomodal.modalities import MODALITIES
 
-__all__ = ["Recipe", "load_recipe", "apply_overrides", "SHIPPED_DIR"]
+__all__ = ["SHIPPED_DIR", "Recipe", "apply_overrides", "load_recipe"]
 
 #: Folder of the recipes shipped with the repository (``recipes/`` at the project root).
 SHIPPED_DIR = Path(__file__).resolve().parents[2] / "recipes"

@@ -1,0 +1,181 @@
+"""Recipe data stage: sections -> gene pipeline -> paired spot/tile datasets per split."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from biomodal.errors import ConfigError, DataError
+from biomodal.recipes.schema import Recipe, SectionConfig
+
+log = logging.getLogger("biomodal")
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class PreparedData:
+    """Sections read for a recipe, the fitted gene pipeline and one dataset per split."""
+
+    sections: dict[str, list[Any]]
+    pipeline: Any
+    datasets: dict[str, Any] = field(default_factory=dict)
+    eval_datasets: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{s}={len(v)} sections" for s, v in self.sections.items() if v)
+        return f"PreparedData({parts}, genes={len(self.pipeline.var_names_)})"
+
+
+def _read_section(source: str, sec: SectionConfig, recipe: Recipe) -> Any:
+    from biomodal import io
+
+    donor = sec.donor or sec.name
+    batch = sec.batch or sec.name
+    if source == "legacy_st":
+        missing = [k for k in ("counts", "spots", "image") if not getattr(sec, k)]
+        if missing:
+            raise ConfigError(f"data.sections[{sec.name}]: legacy_st needs {', '.join(missing)}")
+        return io.read_legacy_st(
+            sec.counts, sec.spots, sec.image, sample=sec.name, donor=donor, batch=batch, mpp=sec.mpp
+        )
+    if not sec.path:
+        raise ConfigError(f"data.sections[{sec.name}]: source {source!r} needs 'path'")
+    if source == "visium":
+        adata = io.read_visium(sec.path, sample=sec.name, donor=donor, batch=batch)
+    elif source == "xenium":
+        adata = io.read_xenium(
+            sec.path,
+            pseudo_spot_um=recipe.data.xenium_pseudo_spot_um,
+            sample=sec.name,
+            donor=donor,
+            batch=batch,
+        )
+    else:
+        adata = io.read_h5ad(sec.path, slide=sec.slide, mpp=sec.mpp)
+        adata.obs["sample"] = sec.name
+        adata.obs["donor"] = donor
+        adata.obs["batch"] = batch
+    return adata
+
+
+def _attach_labels(adata: Any, sec: SectionConfig) -> None:
+    """Join a per-spot label table (CSV with an index column matching obs_names)."""
+    if not sec.labels:
+        return
+    import pandas as pd
+
+    path = Path(sec.labels)
+    if not path.is_file():
+        raise ConfigError(f"data.sections[{sec.name}].labels: file not found: {path}")
+    table = pd.read_csv(path, sep=None, engine="python", index_col=0)
+    hits = adata.obs_names.isin(table.index)
+    if not hits.any():
+        raise DataError(f"{path}: no row index matches the spot names of section {sec.name!r}")
+    log.info("section %s: %d/%d spots have labels from %s", sec.name, hits.sum(), adata.n_obs, path)
+    for col in table.columns:
+        adata.obs[col] = table.reindex(adata.obs_names)[col].astype(str).where(hits, "unlabelled").values
+
+
+def read_sections(recipe: Recipe, run_dir: Path) -> dict[str, list[Any]]:
+    """Read every section of the recipe, grouped by split, each with ``obs['split']``."""
+    data = recipe.data
+    out: dict[str, list[Any]] = {s: [] for s in SPLITS}
+    if data.source == "demo":
+        from biomodal.datasets import make_demo_spatial
+
+        demo = data.demo
+        root = Path(demo.root) if demo.root else run_dir / "data"
+        ds = make_demo_spatial(
+            root,
+            n_donors=demo.n_donors,
+            sections_per_donor=demo.sections_per_donor,
+            seed=demo.seed,
+            small=demo.small,
+        )
+        for sec in ds.sections:
+            adata = ds.read(sec["sample"])
+            out[sec["split"]].append(adata)
+    else:
+        for sec in data.sections:
+            adata = _read_section(data.source, sec, recipe)
+            _attach_labels(adata, sec)
+            adata.obs["split"] = sec.split
+            out[sec.split].append(adata)
+    for split, adatas in out.items():
+        for a in adatas:
+            a.obs["split"] = split
+            if data.batch_key not in a.obs:
+                cols = ", ".join(a.obs.columns)
+                raise ConfigError(f"data.batch_key {data.batch_key!r} is not in obs; available: {cols}")
+    if not out["train"] or not out["test"]:
+        raise ConfigError("the recipe needs at least one train and one test section")
+    return out
+
+
+def prepare_data(recipe: Recipe, run_dir: Path) -> PreparedData:
+    """Read sections, fit the gene pipeline on training sections and build datasets."""
+    from biomodal.data import SpotTileDataset
+    from biomodal.data.transforms import default_histology_transforms
+    from biomodal.pp import GenePipeline
+
+    sections = read_sections(recipe, run_dir)
+    g = recipe.data.genes
+    pipeline = GenePipeline(
+        n_top_genes=g.n_top_genes if g.hvg != "none" else None,
+        hvg=g.hvg,
+        normalize=g.normalize,
+        target_sum=g.target_sum,
+        scale=g.scale,
+    ).fit(sections["train"])  # training sections only: no peeking at val/test
+    log.info(
+        "gene panel: %d genes fitted on %d training sections",
+        len(pipeline.var_names_),
+        len(sections["train"]),
+    )
+    prepared = PreparedData(sections=sections, pipeline=pipeline)
+    all_batches = sorted({str(b) for s in SPLITS for a in sections[s] for b in a.obs[recipe.data.batch_key]})
+    common = dict(
+        tile_um=recipe.data.tile_um,
+        mpp=recipe.data.mpp,
+        genes=pipeline,
+        batch_key=recipe.data.batch_key,
+        batch_categories=all_batches,
+        cache=recipe.data.cache,
+    )
+    for split in SPLITS:
+        if not sections[split]:
+            continue
+        aug = default_histology_transforms(train=True) if (split == "train" and recipe.data.augment) else None
+        prepared.datasets[split] = SpotTileDataset(sections[split], transform=aug, **common)
+        prepared.eval_datasets[split] = (
+            SpotTileDataset(sections[split], transform=None, **common)
+            if aug is not None
+            else prepared.datasets[split]
+        )
+    if g.post_hoc != "none":
+        _post_hoc_expression(prepared, g.post_hoc)
+    return prepared
+
+
+def _post_hoc_expression(prepared: PreparedData, method: str) -> None:
+    """Per-section correction of the expression targets before training (BLEEP-style)."""
+    from biomodal.pp import center_scale
+
+    for split, ds in {**prepared.datasets, **prepared.eval_datasets}.items():
+        codes = np.asarray(ds.obs["sample"].astype(str))
+        if method == "center_scale":
+            ds.expression = center_scale(ds.expression, codes).astype(np.float32)
+        else:  # combat works on AnnData
+            import anndata as ad
+
+            from biomodal.pp import combat
+
+            tmp = ad.AnnData(ds.expression.copy(), obs={"sample": codes})
+            combat(tmp, "sample")
+            ds.expression = np.asarray(tmp.X, dtype=np.float32)
+        log.info("post-hoc %s applied to %s expression", method, split)
