@@ -72,14 +72,15 @@ def run(
     dict
         The content of ``metrics.json``.
     """
+    t0 = time.time()
+    rec = load_recipe(recipe, overrides)  # validate before importing anything heavy
+
     from biomodal.data import BatchAwareSampler
     from biomodal.recipes._build import build_model
     from biomodal.recipes._data import prepare_data
     from biomodal.recipes._evaluate import evaluate
     from biomodal.train import TrainConfig, Trainer
 
-    t0 = time.time()
-    rec = load_recipe(recipe, overrides)
     run_dir = rec.run_dir(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(run_dir / "recipe.yaml", yaml.safe_dump(rec.to_dict(), sort_keys=False))
