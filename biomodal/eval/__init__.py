@@ -3,9 +3,10 @@
 from biomodal._exports import lazy_exports
 
 _MAP = {
-    "embed": "embed",
-    "retrieval": "retrieval",
-    "retrieval_ranks": "retrieval",
+    "embed": "_embed",
+    "retrieval": "_retrieval",
+    "retrieval_ranks": "_retrieval",
+    "topk_neighbours": "_retrieval",
     "batch_metrics": "batch",
     "expression_prediction": "expression",
     "knn_expression": "expression",

@@ -44,18 +44,38 @@ def build_model(recipe: Recipe, *, n_genes: int, n_batches: int) -> Any:
             enc = apply_lora(enc, **cfg.lora)
         encoders[name] = enc
     loss = get_loss(recipe.loss.name, **recipe.loss.params)
-    adv_cfg = recipe.batch_correction.adversarial
+    adv = recipe.batch_correction.adversarial
     adversary = None
-    if adv_cfg.weight > 0:
-        adversary = BatchDiscriminator(
-            recipe.model.embed_dim, n_batches, hidden=adv_cfg.hidden, weight=adv_cfg.weight
-        )
+    if adv.weight > 0:
+        start = adv.max_reversal if adv.schedule == "constant" else 0.0
+        adversary = BatchDiscriminator(recipe.model.embed_dim, n_batches, hidden=(adv.hidden,), weight=start)
     return ContrastiveModel(
         encoders,
         loss,
         embed_dim=recipe.model.embed_dim,
         head=recipe.model.head,
         adversary=adversary,
-        adversary_modalities=tuple(m for m in adv_cfg.modalities if m in encoders),
-        adversary_schedule=adv_cfg.schedule,
+        adversary_weight=adv.weight if adversary is not None else 1.0,
     )
+
+
+class ReversalSchedule:
+    """Trainer callback ramping the adversary's gradient-reversal weight (DANN schedule)."""
+
+    def __init__(self, max_weight: float, kind: str) -> None:
+        self.max_weight, self.kind = float(max_weight), kind
+
+    def _set(self, trainer: Any, step: int) -> None:
+        from biomodal.nn.adversarial import grl_schedule
+
+        adversary = getattr(trainer.model, "adversary", None)
+        if adversary is not None:
+            adversary.weight = grl_schedule(step, trainer.total_steps, self.max_weight, kind=self.kind)
+
+    def on_train_start(self, trainer: Any) -> None:
+        """Set the weight for the (possibly resumed) first step."""
+        self._set(trainer, trainer.step)
+
+    def on_step_end(self, trainer: Any, step: int, row: Any) -> None:
+        """Advance the weight after each optimiser step."""
+        self._set(trainer, step)

@@ -117,35 +117,45 @@ def read_sections(recipe: Recipe, run_dir: Path) -> dict[str, list[Any]]:
     return out
 
 
-def prepare_data(recipe: Recipe, run_dir: Path) -> PreparedData:
-    """Read sections, fit the gene pipeline on training sections and build datasets."""
+def prepare_data(recipe: Recipe, run_dir: Path, *, pipeline: Any = None) -> PreparedData:
+    """Read sections, fit the gene pipeline on training sections and build datasets.
+
+    Parameters
+    ----------
+    recipe
+        The validated recipe.
+    run_dir
+        Run directory (demo data is generated under it unless ``data.demo.root`` is set).
+    pipeline
+        An already fitted gene pipeline (from a checkpoint) to use instead of fitting one.
+    """
     from biomodal.data import SpotTileDataset
     from biomodal.data.transforms import default_histology_transforms
     from biomodal.pp import GenePipeline
 
     sections = read_sections(recipe, run_dir)
     g = recipe.data.genes
-    pipeline = GenePipeline(
-        n_top_genes=g.n_top_genes if g.hvg != "none" else None,
-        hvg=g.hvg,
-        normalize=g.normalize,
-        target_sum=g.target_sum,
-        scale=g.scale,
-    ).fit(sections["train"])  # training sections only: no peeking at val/test
+    if pipeline is None:
+        hvg_kw = {"n_top_genes": g.n_top_genes} if g.n_top_genes is not None else {}
+        pipeline = GenePipeline(
+            **hvg_kw,
+            hvg=g.hvg,
+            normalize=g.normalize,
+            target_sum=g.target_sum,
+            scale=g.scale,
+        ).fit(sections["train"])  # training sections only: no peeking at val/test
     log.info(
         "gene panel: %d genes fitted on %d training sections",
         len(pipeline.var_names_),
         len(sections["train"]),
     )
     prepared = PreparedData(sections=sections, pipeline=pipeline)
-    all_batches = sorted({str(b) for s in SPLITS for a in sections[s] for b in a.obs[recipe.data.batch_key]})
     common = dict(
         tile_um=recipe.data.tile_um,
         mpp=recipe.data.mpp,
         genes=pipeline,
         batch_key=recipe.data.batch_key,
-        batch_categories=all_batches,
-        cache=recipe.data.cache,
+        cache=None if recipe.data.cache == "none" else recipe.data.cache,
     )
     for split in SPLITS:
         if not sections[split]:

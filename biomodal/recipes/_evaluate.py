@@ -15,11 +15,7 @@ log = logging.getLogger("biomodal")
 
 def _tiles_uint8(dataset: Any) -> np.ndarray:
     """All histology tiles of an (un-augmented) dataset as uint8 NxHxWx3."""
-    out = []
-    for i in range(len(dataset)):
-        t = dataset[i]["histology"].numpy()
-        out.append(np.clip(np.rint(t.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8))
-    return np.stack(out)
+    return np.stack([dataset.tile(i) for i in range(len(dataset))])
 
 
 def _knn_mean(res: dict[str, Any]) -> float:
@@ -86,7 +82,7 @@ def evaluate(
     y_train, y_test = train_ds.expression, test_ds.expression
     genes = list(train_ds.gene_names)
     hest = dict(genes=genes, n_components=ev.pca_components, top_k=ev.top_genes)
-    expr = expression_prediction(emb_train["histology"], y_train, h, y_test, **hest)
+    expr = expression_prediction(emb_train["histology"], y_train, h, y_test, return_predictions=True, **hest)
     out_expr: dict[str, Any] = {
         "pearson_mean": float(expr["pearson_mean"]),
         "pearson_per_gene": expr.get("pearson_per_gene", {}),
@@ -186,14 +182,15 @@ def _plots(
     per_gene = expr.get("pearson_per_gene") or {}
     pred = expr.get("predictions")
     if per_gene and pred is not None:
-        top = sorted(per_gene, key=per_gene.get, reverse=True)[:3]
-        idx = [list(ds.gene_names).index(g) for g in top]
-        first = ds.obs["sample"].astype(str).values == ds.obs["sample"].astype(str).values[0]
-        xy = np.asarray(ds.spatial)[first]
+        top = sorted(per_gene, key=lambda g: np.nan_to_num(per_gene[g], nan=-1.0), reverse=True)[:3]
+        measured_idx = [list(ds.gene_names).index(g) for g in top]
+        pred_idx = [list(expr["genes"]).index(g) for g in top]
+        samples = ds.obs["sample"].astype(str).values
+        first = samples == samples[0]
         pl.expression_over_slide(
-            xy,
-            ds.expression[first][:, idx],
-            np.asarray(pred)[first][:, idx],
+            np.asarray(ds.spatial)[first],
+            ds.expression[first][:, measured_idx],
+            np.asarray(pred)[first][:, pred_idx],
             top,
             plots / "expression_over_slide.png",
         )

@@ -31,6 +31,21 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _save_model(path: Path, model: Any, config: Any, extra: dict[str, Any]) -> None:
+    """Write the final weights with everything needed to rebuild them (atomically)."""
+    from biomodal.train.checkpoint import FORMAT, VERSION, save_checkpoint
+
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": config.to_dict(),
+        "modalities": list(model.modalities),
+        "extra": extra,
+        "model": model.state_dict(),
+    }
+    save_checkpoint(payload, path)
+
+
 def _val_fn(prepared: Any, ks: tuple[int, ...]) -> Any:
     """Full-set validation retrieval (mean of both directions' recall@1) for early stopping."""
     from biomodal.eval import embed, retrieval
@@ -76,13 +91,16 @@ def run(
     rec = load_recipe(recipe, overrides)  # validate before importing anything heavy
 
     from biomodal.data import BatchAwareSampler
-    from biomodal.recipes._build import build_model
+    from biomodal.recipes._build import ReversalSchedule, build_model
     from biomodal.recipes._data import prepare_data
     from biomodal.recipes._evaluate import evaluate
     from biomodal.train import TrainConfig, Trainer
 
     run_dir = rec.run_dir(out)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if rec.data.source == "demo" and rec.data.demo.root is None:
+        # record where the generated data lives so `biomodal eval` finds it again
+        rec.data.demo.root = str((run_dir / "data").resolve())
     _atomic_write(run_dir / "recipe.yaml", yaml.safe_dump(rec.to_dict(), sort_keys=False))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -108,6 +126,8 @@ def run(
         "dataset": train_ds.spec,
         "batch_categories": list(train_ds.batch_categories),
     }
+    adv = rec.batch_correction.adversarial
+    callbacks = [ReversalSchedule(adv.max_reversal, adv.schedule)] if adv.weight > 0 else []
     trainer = Trainer(
         model,
         tcfg,
@@ -116,16 +136,22 @@ def run(
         val_data=prepared.eval_datasets.get("val"),
         batch_sampler=sampler,
         val_fn=_val_fn(prepared, tuple(rec.eval.ks)),
-        checkpoint_extra=extra,
+        callbacks=callbacks,
+        extra=extra,
     )
     result = trainer.fit()
+    if result.best_checkpoint is not None:  # selected on validation retrieval, never on test
+        model.load_checkpoint(result.best_checkpoint)
+    _save_model(run_dir / "model.pt", model, tcfg, extra)
     metrics = evaluate(rec, model, prepared, run_dir, untrained=untrained)
     metrics["recipe"] = rec.name
     metrics["train"] = {
-        "steps": int(getattr(result, "step", tcfg.max_steps or 0)),
-        "final_loss": float(getattr(result, "final_loss", math.nan)),
+        "steps": result.step,
+        "final_loss": float(result.final_metrics.get("loss", math.nan)),
         "seconds": round(time.time() - t0, 1),
-        "checkpoint": str(getattr(result, "last_checkpoint", "")),
+        "last_checkpoint": str(result.last_checkpoint or ""),
+        "best_checkpoint": str(result.best_checkpoint or ""),
+        "stopped_early": result.stopped_early,
     }
     _atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
     _atomic_write(run_dir / "metrics.md", format_metrics(metrics))

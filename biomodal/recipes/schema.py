@@ -86,7 +86,7 @@ class DataConfig(_Strict):
     batch_key: str = "sample"
     label_key: str | None = None
     augment: bool = True
-    cache: Literal["memory", "none"] = "memory"
+    cache: Literal["memory", "preload", "none"] = "memory"
     xenium_pseudo_spot_um: float | None = None
 
     @model_validator(mode="after")
@@ -126,12 +126,16 @@ class LossConfig(_Strict):
 
 
 class AdversarialConfig(_Strict):
-    """Batch discriminator behind a gradient-reversal layer."""
+    """Batch discriminator on every modality's embedding behind a gradient-reversal layer.
+
+    ``weight`` scales the discriminator's cross-entropy (0 switches it off); the
+    reversal strength follows ``schedule`` from 0 to ``max_reversal`` (DANN ramp).
+    """
 
     weight: float = Field(default=0.0, ge=0)
     hidden: int = 128
-    schedule: Literal["constant", "dann"] = "dann"
-    modalities: list[str] = ["histology", "expression"]
+    schedule: Literal["constant", "dann", "linear"] = "dann"
+    max_reversal: float = Field(default=1.0, ge=0)
 
 
 class BatchCorrectionConfig(_Strict):

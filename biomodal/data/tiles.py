@@ -1,0 +1,220 @@
+"""Tiles of a whole-slide image as a torch dataset: :class:`TileDataset`.
+
+Tiles are read on the fly at a fixed physical resolution. Each DataLoader
+worker opens its own slide handle (lazily, after fork or spawn). An optional
+on-disk cache keeps extracted ``uint8`` tiles in a numpy memmap next to a
+per-tile "done" byte map, so later epochs skip decoding; a tile is flagged done
+only after its pixels are written, so a killed run never leaves a half-written
+tile marked valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from biomodal.errors import ConfigError, DataError
+from biomodal.io.slide import Slide, read_slide
+from biomodal.modalities import check_modality
+
+__all__ = ["TileDataset"]
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Atomically make ``tmp`` visible as ``final`` without clobbering a concurrent writer's file."""
+    try:
+        os.link(tmp, final)  # fails if another process published first: keep theirs
+    except FileExistsError:
+        pass
+    except OSError:  # file systems without hard links
+        if not final.exists():
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class _TileCache:
+    """Memmap of ``(n, tile_px, tile_px, 3)`` uint8 tiles plus an ``n``-byte done map."""
+
+    def __init__(self, root: Path, key: str, n: int, tile_px: int, meta: dict[str, Any]) -> None:
+        self.root, self.key, self.n, self.tile_px = root, key, n, tile_px
+        self.data_path = root / f"tiles-{key}.u8"
+        self.done_path = root / f"tiles-{key}.done"
+        self._pid = -1
+        self._data: np.memmap | None = None
+        self._done: np.memmap | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        expected = n * tile_px * tile_px * 3
+        if not self.data_path.exists() or self.data_path.stat().st_size != expected:
+            if self.data_path.exists():
+                self.data_path.unlink()  # stale or truncated: start over
+            self.done_path.unlink(missing_ok=True)
+            self._create(self.data_path, expected)
+        if not self.done_path.exists() or self.done_path.stat().st_size != n:
+            self.done_path.unlink(missing_ok=True)
+            self._create(self.done_path, n)
+        meta_path = root / f"tiles-{key}.json"
+        if not meta_path.exists():
+            tmp = root / f".tiles-{key}.{uuid.uuid4().hex}.json"
+            tmp.write_text(json.dumps(meta, indent=1))
+            _publish(tmp, meta_path)
+
+    @staticmethod
+    def _create(path: Path, nbytes: int) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as fh:  # sparse, zero-filled
+            fh.truncate(nbytes)
+        _publish(tmp, path)
+
+    def _open(self) -> None:
+        if self._data is None or self._pid != os.getpid():
+            shape = (self.n, self.tile_px, self.tile_px, 3)
+            self._data = np.memmap(self.data_path, dtype=np.uint8, mode="r+", shape=shape)
+            self._done = np.memmap(self.done_path, dtype=np.uint8, mode="r+", shape=(self.n,))
+            self._pid = os.getpid()
+
+    def get(self, i: int) -> np.ndarray | None:
+        self._open()
+        return np.array(self._data[i]) if self._done[i] else None  # type: ignore[index]
+
+    def put(self, i: int, tile: np.ndarray) -> None:
+        self._open()
+        self._data[i] = tile  # type: ignore[index]
+        self._done[i] = 1  # only after the pixels: a killed writer leaves the tile not done
+
+    def n_done(self) -> int:
+        self._open()
+        return int(np.count_nonzero(self._done))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_data=None, _done=None, _pid=-1)  # each process maps the files itself
+        return state
+
+
+class TileDataset(Dataset):
+    """Tiles of one slide, read on the fly at a fixed resolution.
+
+    Parameters
+    ----------
+    slide
+        A :class:`biomodal.io.Slide` or a path for :func:`biomodal.io.read_slide`.
+    coords
+        Table with level-0 top-left corners in columns ``x`` and ``y`` (e.g. from
+        :func:`biomodal.pp.tile`).
+    tile_px
+        Output tile side in pixels.
+    mpp
+        Output microns per pixel; ``None`` reads native level-0 pixels.
+    transform
+        Callable applied to the ``3 x H x W`` float tensor in ``[0, 1]``.
+    cache_dir
+        Folder for an on-disk cache of extracted tiles (keyed by slide file, coordinates,
+        ``tile_px`` and ``mpp``); ``None`` disables caching.
+    modality
+        Key of the image in each sample (one of :data:`biomodal.modalities.MODALITIES`).
+
+    Examples
+    --------
+    >>> slide = read_slide("CMU-1-Small-Region.svs")  # doctest: +SKIP
+    >>> ds = TileDataset(slide, tile(slide, tile_px=224, mpp=0.5), tile_px=224, mpp=0.5)  # doctest: +SKIP
+    >>> ds[0]["histology"].shape  # doctest: +SKIP
+    torch.Size([3, 224, 224])
+    """
+
+    def __init__(
+        self,
+        slide: Slide | str | os.PathLike,
+        coords: pd.DataFrame,
+        *,
+        tile_px: int,
+        mpp: float | None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        modality: str = "histology",
+    ) -> None:
+        self.slide = slide if isinstance(slide, Slide) else read_slide(slide)
+        check_modality(modality)
+        self.modality = modality
+        if not isinstance(coords, pd.DataFrame) or not {"x", "y"} <= set(coords.columns):
+            cols = list(coords.columns) if isinstance(coords, pd.DataFrame) else type(coords).__name__
+            raise DataError(
+                f"coords must be a DataFrame with columns 'x' and 'y' (level-0 pixels); got {cols}"
+            )
+        self.x = np.asarray(coords["x"], dtype=np.int64)
+        self.y = np.asarray(coords["y"], dtype=np.int64)
+        if int(tile_px) <= 0:
+            raise ConfigError(f"tile_px={tile_px!r} is invalid; expected a positive number of pixels")
+        self.tile_px = int(tile_px)
+        self.mpp = None if mpp is None else float(mpp)
+        if self.mpp is not None:
+            _ = self.slide.mpp  # fail now (MissingMetadataError naming the file), not inside a worker
+        self.transform = transform
+        self.cache: _TileCache | None = None
+        if cache_dir is not None:
+            meta = self._cache_meta()
+            key = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:20]
+            self.cache = _TileCache(Path(cache_dir), key, len(self), self.tile_px, meta)
+
+    def _cache_meta(self) -> dict[str, Any]:
+        path = self.slide.path.resolve()
+        st = path.stat()
+        coords_hash = hashlib.sha1(self.x.tobytes() + b"|" + self.y.tobytes()).hexdigest()
+        return {
+            "slide": str(path),
+            "slide_size": st.st_size,
+            "slide_mtime_ns": st.st_mtime_ns,
+            "slide_mpp": self.slide.mpp if self.slide.has_mpp else None,
+            "coords_sha1": coords_hash,
+            "n": len(self),
+            "tile_px": self.tile_px,
+            "mpp": self.mpp,
+        }
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def read_tile(self, index: int) -> np.ndarray:
+        """Tile ``index`` as ``(tile_px, tile_px, 3)`` uint8 RGB (from the cache when present)."""
+        if self.cache is not None:
+            cached = self.cache.get(index)
+            if cached is not None:
+                return cached
+        loc = (int(self.x[index]), int(self.y[index]))
+        tile = self.slide.read_region(loc, (self.tile_px, self.tile_px), mpp=self.mpp)
+        if self.cache is not None:
+            self.cache.put(index, tile)
+        return tile
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"tile index {index} out of range for {n} tiles")
+        index %= n
+        arr = self.read_tile(index)
+        # Convert in numpy: torch's intra-op thread pool costs more than the work on a 224-px tile.
+        chw = np.empty((3, *arr.shape[:2]), dtype=np.float32)
+        np.divide(arr.transpose(2, 0, 1), np.float32(255.0), out=chw)
+        img = torch.from_numpy(chw)
+        if self.transform is not None:
+            img = self.transform(img)
+        return {self.modality: img, "x": int(self.x[index]), "y": int(self.y[index])}
+
+    def __repr__(self) -> str:
+        mpp = f"{self.mpp:g} um/px" if self.mpp is not None else "level-0 px"
+        cache = f", cache={self.cache.n_done()}/{len(self)} at {self.cache.root}" if self.cache else ""
+        return (
+            f"TileDataset({self.slide.path.name!r}, {len(self)} tiles of {self.tile_px}px at {mpp}, "
+            f"modality={self.modality!r}{cache})"
+        )

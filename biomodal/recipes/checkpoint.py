@@ -1,0 +1,146 @@
+"""Reuse a trained recipe: load a self-describing checkpoint, re-evaluate it, embed new data.
+
+A recipe checkpoint is a trainer checkpoint whose ``extra`` records the
+resolved recipe, the fitted gene pipeline (panel and normalisation), the tile
+geometry and the batch categories, so that a model is rebuilt exactly and
+refuses data it was not trained for.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from biomodal.errors import CheckpointError
+
+__all__ = ["embed_h5ad", "evaluate_checkpoint", "load"]
+
+_NEEDED = ("recipe", "genes", "dataset", "batch_categories")
+
+
+def _read(path: str | os.PathLike) -> dict[str, Any]:
+    from biomodal.train.checkpoint import load_checkpoint
+
+    p = Path(path)
+    if p.is_dir():  # a run directory: prefer its final model
+        for cand in (p / "model.pt", p / "checkpoints" / "best.pt"):
+            if cand.is_file():
+                p = cand
+                break
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found (give a .pt file or a run directory with model.pt)")
+    ckpt = load_checkpoint(p)
+    extra = ckpt.get("extra") or {}
+    missing = [k for k in _NEEDED if k not in extra]
+    if missing:
+        raise CheckpointError(
+            f"{p}: not a recipe checkpoint (extra lacks {', '.join(missing)}); "
+            "load plain trainer checkpoints with ContrastiveModel.load_checkpoint"
+        )
+    ckpt["_path"] = str(p)
+    return ckpt
+
+
+def load(checkpoint: str | os.PathLike) -> Any:
+    """Rebuild the trained model of a recipe checkpoint, ready for a notebook.
+
+    Parameters
+    ----------
+    checkpoint
+        A ``.pt`` written by :func:`biomodal.recipes.run` (``model.pt``, ``checkpoints/*.pt``)
+        or a run directory.
+
+    Returns
+    -------
+    ContrastiveModel
+        In eval mode, with attributes ``recipe`` (:class:`~biomodal.recipes.Recipe`),
+        ``gene_pipeline`` (fitted :class:`~biomodal.pp.GenePipeline`), ``dataset_spec``
+        (tile size, mpp, batch key) and ``checkpoint_path``.
+    """
+    from biomodal.pp import GenePipeline
+    from biomodal.recipes._build import build_model
+    from biomodal.recipes.schema import load_recipe
+
+    ckpt = _read(checkpoint)
+    extra = ckpt["extra"]
+    recipe = load_recipe(extra["recipe"])
+    pipeline = GenePipeline.from_state_dict(extra["genes"])
+    model = build_model(recipe, n_genes=len(pipeline.var_names_), n_batches=len(extra["batch_categories"]))
+    try:
+        model.load_checkpoint(ckpt)
+    except CheckpointError:
+        raise
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt['_path']}: weights do not fit the recorded recipe ({exc})") from exc
+    model.eval()
+    model.recipe = recipe
+    model.gene_pipeline = pipeline
+    model.dataset_spec = dict(extra["dataset"])
+    model.batch_categories = list(extra["batch_categories"])
+    model.checkpoint_path = ckpt["_path"]
+    return model
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike, *, out: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """Re-evaluate a checkpoint on its recipe's held-out split; write ``metrics.json`` to ``out``."""
+    import json
+
+    from biomodal.recipes._data import prepare_data
+    from biomodal.recipes._evaluate import evaluate
+    from biomodal.recipes.runner import _atomic_write, format_metrics
+
+    model = load(checkpoint)
+    ckpt_path = Path(model.checkpoint_path)
+    out_dir = Path(out) if out is not None else ckpt_path.parent / f"eval_{ckpt_path.stem}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prepared = prepare_data(model.recipe, out_dir, pipeline=model.gene_pipeline)
+    metrics = evaluate(model.recipe, model, prepared, out_dir)
+    metrics["recipe"] = model.recipe.name
+    metrics["checkpoint"] = str(ckpt_path)
+    _atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    _atomic_write(out_dir / "metrics.md", format_metrics(metrics))
+    return metrics
+
+
+def embed_h5ad(checkpoint: str | os.PathLike, data: str | os.PathLike, output: str | os.PathLike) -> Any:
+    """Embed every spot of an ``.h5ad`` section with a checkpoint; write ``obsm['X_biomodal_<m>']``.
+
+    The section must follow the spatial convention (``obsm['spatial']`` and
+    ``uns['spatial']`` naming its slide) and cover the checkpoint's gene panel;
+    a mismatched panel is refused with the missing genes listed. The output is
+    written atomically (temporary file, then rename): an existing file is never
+    left half-written.
+    """
+    import numpy as np
+
+    from biomodal.data import SpotTileDataset
+    from biomodal.eval import embed
+    from biomodal.io import read_h5ad
+
+    model = load(checkpoint)
+    spec = model.dataset_spec
+    adata = read_h5ad(data)
+    model.gene_pipeline.check_compatible(adata.var_names, allow_extra=True)
+    bkey = spec.get("batch_key", "batch")
+    if bkey not in adata.obs:
+        adata.obs[bkey] = "unseen"
+    ds = SpotTileDataset(
+        [adata], tile_um=spec["tile_um"], tile_px=spec["tile_px"], genes=model.gene_pipeline, batch_key=bkey
+    )
+    emb = embed(model, ds, progress=False)
+    out = adata.copy()
+    for name in model.modalities:
+        out.obsm[f"X_biomodal_{name}"] = np.asarray(emb[name], dtype=np.float32)
+    out.uns["biomodal"] = {"checkpoint": str(model.checkpoint_path), "recipe": model.recipe.name}
+    dest = Path(output)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}.h5ad")
+    try:
+        out.write_h5ad(tmp)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
