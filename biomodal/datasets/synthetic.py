@@ -127,7 +127,10 @@ def _make_section(task: dict[str, Any], out: Path, genes: GeneModel) -> dict[str
     )
     for col in ("sample", "donor", "batch", "split"):
         obs[col] = obs[col].astype("category")
-    var = pd.DataFrame({"program": genes.program, "marker_of": genes.marker_of}, index=genes.names)
+    var = pd.DataFrame(
+        {"program": pd.Categorical(genes.program), "marker_of": pd.Categorical(genes.marker_of)},
+        index=genes.names,
+    )
     x = sparse.csr_matrix(counts.astype(np.float32))
     adata = ad.AnnData(X=x, obs=obs, var=var)
     adata.layers["counts"] = x.copy()

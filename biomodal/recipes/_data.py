@@ -81,22 +81,40 @@ def _attach_labels(adata: Any, sec: SectionConfig) -> None:
         adata.obs[col] = table.reindex(adata.obs_names)[col].astype(str).where(hits, "unlabelled").values
 
 
+def _demo_dataset(root: Path, demo: Any) -> Any:
+    """Reuse generated demo data in ``root`` when its parameters match, else generate it."""
+    import json
+
+    from biomodal.datasets import make_demo_spatial
+    from biomodal.datasets._demo_io import DemoDataset
+
+    wanted = {
+        "seed": demo.seed,
+        "n_donors": demo.n_donors,
+        "sections_per_donor": demo.sections_per_donor,
+        "small": demo.small,
+    }
+    if demo.spot_pitch_um is not None:
+        wanted["spot_pitch_um"] = demo.spot_pitch_um
+    gen = root / "generation.json"
+    if gen.is_file() and (root / "manifest.csv").is_file():
+        have = json.loads(gen.read_text())
+        if all(have.get(k) == v for k, v in wanted.items()):
+            ds = DemoDataset.load(root)
+            if all(Path(s["h5ad_path"]).is_file() and Path(s["slide_path"]).is_file() for s in ds.sections):
+                log.info("reusing demo data in %s", root)
+                return ds
+    return make_demo_spatial(root, **wanted)
+
+
 def read_sections(recipe: Recipe, run_dir: Path) -> dict[str, list[Any]]:
     """Read every section of the recipe, grouped by split, each with ``obs['split']``."""
     data = recipe.data
     out: dict[str, list[Any]] = {s: [] for s in SPLITS}
     if data.source == "demo":
-        from biomodal.datasets import make_demo_spatial
-
         demo = data.demo
         root = Path(demo.root) if demo.root else run_dir / "data"
-        ds = make_demo_spatial(
-            root,
-            n_donors=demo.n_donors,
-            sections_per_donor=demo.sections_per_donor,
-            seed=demo.seed,
-            small=demo.small,
-        )
+        ds = _demo_dataset(root, demo)
         for sec in ds.sections:
             adata = ds.read(sec["sample"])
             out[sec["split"]].append(adata)

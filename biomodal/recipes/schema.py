@@ -59,6 +59,7 @@ class DemoConfig(_Strict):
     sections_per_donor: int = Field(default=2, ge=1)
     seed: int = 0
     small: bool = False
+    spot_pitch_um: float | None = Field(default=None, gt=0)
     root: str | None = None
 
 
@@ -196,6 +197,14 @@ class Recipe(_Strict):
                 raise ValueError(f"unknown modality {name!r}; allowed: {', '.join(MODALITIES)}.{hint}")
         if len(v) < 2:
             raise ValueError("a contrastive recipe needs at least two modalities")
+        return v
+
+    @field_validator("trainer")
+    @classmethod
+    def _valid_trainer(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from biomodal.train.config import TrainConfig  # light: no torch
+
+        TrainConfig.from_dict(v)  # raises ConfigError naming the field and the allowed values
         return v
 
     def run_dir(self, out: str | os.PathLike | None = None) -> Path:
