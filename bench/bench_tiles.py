@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # for tests/io/_pyramid.py (the pyramidal TIFF writer)
 
 
 def emit(**kw) -> None:
@@ -110,11 +108,23 @@ def bench_throughput(slide_path: Path, quick: bool, workers: int) -> None:
     )
 
 
-def make_big_slide(path: Path, size: int, mpp: float = 0.25) -> float:
-    from tests.io._pyramid import synthetic_he, write_pyramid_tiff
+def he_like_tile(side: int, seed: int) -> np.ndarray:
+    """A ``side`` x ``side`` RGB tile: pink/purple discs on a near-white background, with noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    img = np.full((side, side, 3), 245, dtype=np.float32)
+    for _ in range(4):
+        cx, cy = rng.uniform(0.2, 0.8, size=2) * side
+        inside = (xx - cx) ** 2 + (yy - cy) ** 2 < (rng.uniform(0.08, 0.2) * side) ** 2
+        img[inside] = (200, 110, 170)
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
 
-    rng = np.random.default_rng(0)
-    pool = [synthetic_he(256, 256, seed=s) for s in range(8)]
+
+def make_big_slide(path: Path, size: int, mpp: float = 0.25) -> float:
+    from biomodal.datasets import write_pyramid_tiff
+
+    pool = [he_like_tile(256, seed=s) for s in range(8)]
     blank = np.full((256, 256, 3), 240, np.uint8)
 
     def tile_fn(level: int, x: int, y: int, t: int) -> np.ndarray:
@@ -124,7 +134,6 @@ def make_big_slide(path: Path, size: int, mpp: float = 0.25) -> float:
     t0 = time.perf_counter()
     n_levels = max(1, int(np.log2(size / 512)) + 1)
     write_pyramid_tiff(path, size=(size, size), tile_fn=tile_fn, mpp=mpp, n_levels=n_levels, quality=80)
-    del rng
     return time.perf_counter() - t0
 
 

@@ -4,6 +4,7 @@ from biomodal._exports import lazy_exports
 
 _MAP = {
     "make_demo_spatial": "synthetic",
+    "write_pyramid_tiff": "_demo_io",
 }
 __all__ = sorted(_MAP)
 __getattr__, __dir__ = lazy_exports(__name__, _MAP)

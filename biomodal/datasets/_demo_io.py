@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,13 +108,73 @@ class DemoDataset:
         )
 
 
-def write_pyramid_tiff(
-    path: str | os.PathLike, image: np.ndarray, mpp: float, *, tile: int = 256, quality: int = 90
-) -> list[tuple[int, int]]:
-    """Write an RGB image as a tiled, JPEG-compressed pyramidal TIFF that OpenSlide reads.
+def _pyramid_dims(width: int, height: int, n_levels: int | None, min_side: int) -> list[tuple[int, int]]:
+    """Level sizes: halve (floor) until ``n_levels`` levels, or until the longest side is <= ``min_side``."""
+    dims = [(width, height)]
+    while (len(dims) < n_levels) if n_levels is not None else (max(dims[-1]) > min_side):
+        w, h = dims[-1]
+        if w < 2 or h < 2:
+            break
+        dims.append((w // 2, h // 2))
+    return dims
 
-    One IFD per level (downsample 2 each, until the longest side is at most 1024 px),
-    resolution tags in pixels per centimetre so OpenSlide reports ``openslide.mpp-x``.
+
+def _halve(level: np.ndarray) -> np.ndarray:
+    """2x2 block mean of an RGB uint8 image (rounded half up; odd last row/column dropped)."""
+    h2, w2 = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
+    acc = level[0:h2:2, 0:w2:2].astype(np.uint16) + level[1:h2:2, 0:w2:2]
+    acc += level[0:h2:2, 1:w2:2]
+    acc += level[1:h2:2, 1:w2:2]
+    return ((acc + 2) // 4).astype(np.uint8)
+
+
+def write_pyramid_tiff(
+    path: str | os.PathLike,
+    image: np.ndarray | None = None,
+    mpp: float | None = 0.25,
+    *,
+    size: tuple[int, int] | None = None,
+    tile_fn: Callable[[int, int, int, int], np.ndarray] | None = None,
+    n_levels: int | None = None,
+    tile: int = 256,
+    compression: str = "jpeg",
+    quality: int = 90,
+    bigtiff: bool | None = None,
+    min_side: int = 1024,
+) -> list[tuple[int, int]]:
+    """Write an RGB image as a tiled pyramidal TIFF that OpenSlide opens (``generic-tiff``).
+
+    Level ``k`` is level 0 downsampled by ``2**k`` (2x2 block means, sizes floored). Each
+    level is its own top-level page (not a SubIFD), ``subfiletype`` 0 for level 0 and 1
+    (reduced resolution) for the others, with resolution tags in pixels per centimetre so
+    OpenSlide reports ``openslide.mpp-x``.
+
+    Parameters
+    ----------
+    path
+        Output file.
+    image
+        ``(H, W, 3)`` uint8 level-0 image held in memory. Give either this, or ``size`` and
+        ``tile_fn`` to stream a slide too large for memory.
+    mpp
+        Microns per level-0 pixel; ``None`` writes no resolution tags.
+    size
+        ``(width, height)`` of level 0 when streaming with ``tile_fn``.
+    tile_fn
+        ``tile_fn(level, x, y, tile) -> (tile, tile, 3) uint8``: the tile whose top-left
+        corner is ``(x, y)`` in that level's pixels; called in row-major order per level.
+    n_levels
+        Number of levels; ``None`` halves until the longest side is at most ``min_side``.
+    tile
+        Tile side in pixels (a multiple of 16).
+    compression
+        A codec libtiff decodes: ``"jpeg"`` (default), ``"zlib"``/``"deflate"`` or ``"lzw"``.
+    quality
+        JPEG quality (only used with ``compression="jpeg"``).
+    bigtiff
+        Write BigTIFF; ``None`` chooses it when level 0 holds more than 2 GiB uncompressed.
+    min_side
+        Stop rule used when ``n_levels`` is ``None``.
 
     Returns
     -------
@@ -121,35 +182,56 @@ def write_pyramid_tiff(
         The level dimensions written.
     """
     tifffile = _import("tifffile")
-    _import("imagecodecs")
-    dims = []
+    if compression not in ("zlib", "deflate", "none", None):
+        _import("imagecodecs")
+    if image is not None:
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DataError(f"{path}: image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+        height, width = image.shape[:2]
+    elif size is not None and tile_fn is not None:
+        width, height = size
+    else:
+        raise DataError(f"{path}: pass an image, or size=(width, height) and tile_fn to stream tiles")
+    dims = _pyramid_dims(width, height, n_levels, min_side)
+    if bigtiff is None:
+        bigtiff = width * height * 3 > 2**31
+    comp_args = {"level": quality} if compression == "jpeg" else {}
     level = image
-    with tifffile.TiffWriter(path, bigtiff=False) as tw:
-        i = 0
-        while True:
-            res = 1e4 / (mpp * 2**i)
+    with tifffile.TiffWriter(path, bigtiff=bigtiff) as tw:
+        for k, (lw, lh) in enumerate(dims):
+            resolution_kw: dict[str, Any] = {}
+            if mpp is not None:
+                ppcm = 1e4 / (mpp * 2**k)
+                resolution_kw = {"resolution": (ppcm, ppcm), "resolutionunit": "CENTIMETER"}
+            if level is not None:
+                if k > 0:
+                    level = _halve(level)
+                data: np.ndarray | Iterator[np.ndarray] = level
+            else:
+                data = _level_tiles(tile_fn, k, lw, lh, tile)  # type: ignore[arg-type]
             tw.write(
-                level,
+                data,
+                shape=(lh, lw, 3),
+                dtype=np.uint8,
                 tile=(tile, tile),
                 photometric="rgb",
-                compression="jpeg",
-                compressionargs={"level": quality},
-                resolution=(res, res),
-                resolutionunit="CENTIMETER",
-                subfiletype=0 if i == 0 else 1,
+                compression=compression,
+                compressionargs=comp_args,
+                subfiletype=0 if k == 0 else 1,
                 metadata=None,
                 software="biomodal",
+                **resolution_kw,
             )
-            dims.append((level.shape[1], level.shape[0]))
-            if max(level.shape[:2]) <= 1024:
-                break
-            h2, w2 = level.shape[0] // 2 * 2, level.shape[1] // 2 * 2
-            acc = level[0:h2:2, 0:w2:2].astype(np.uint16) + level[1:h2:2, 0:w2:2]
-            acc += level[0:h2:2, 1:w2:2]
-            acc += level[1:h2:2, 1:w2:2]
-            level = ((acc + 2) // 4).astype(np.uint8)
-            i += 1
     return dims
+
+
+def _level_tiles(
+    tile_fn: Callable[[int, int, int, int], np.ndarray], level: int, width: int, height: int, tile: int
+) -> Iterator[np.ndarray]:
+    for ty in range(0, height, tile):
+        for tx in range(0, width, tile):
+            yield tile_fn(level, tx, ty, tile)
 
 
 def _import(name: str):

@@ -32,12 +32,18 @@ _DEFAULTS = {  # (slide side px, spot pitch um, genes) for the default and the s
 }
 
 
-def _splits(n_donors: int, sections_per_donor: int) -> dict[tuple[int, int], str]:
+def _splits(n_donors: int, sections_per_donor: int, n_test_donors: int = 1) -> dict[tuple[int, int], str]:
+    if n_test_donors < 1 or (n_test_donors > 1 and n_donors < n_test_donors + 2):
+        raise ConfigError(
+            f"n_test_donors={n_test_donors} needs n_donors >= n_test_donors + 2 (a val and a train donor); "
+            f"got n_donors={n_donors}"
+        )
     out = {}
     for d in range(n_donors):
         for s in range(sections_per_donor):
             if n_donors >= 3:
-                split = "test" if d == n_donors - 1 else "val" if d == n_donors - 2 else "train"
+                first_test = n_donors - n_test_donors
+                split = "test" if d >= first_test else "val" if d == first_test - 1 else "train"
             elif n_donors == 2:
                 split = "train" if d == 0 else ("val" if s == 0 and sections_per_donor > 1 else "test")
             else:
@@ -179,6 +185,7 @@ def make_demo_spatial(
     donor_effect: float = 1.0,
     n_jobs: int | None = None,
     overwrite: bool = True,
+    n_test_donors: int = 1,
 ) -> DemoDataset:
     """Generate the synthetic multi-donor histology + spatial-transcriptomics demo dataset.
 
@@ -219,6 +226,10 @@ def make_demo_spatial(
         Threads used to render sections (default: up to the CPU count).
     overwrite
         Overwrite existing files; when False an existing manifest raises :class:`ConfigError`.
+    n_test_donors
+        With 3+ donors, how many of the last donors form the test split (the donor before
+        them validates). Two or more held-out donors let batch mixing be measured on
+        unseen donors.
 
     Returns
     -------
@@ -257,7 +268,7 @@ def make_demo_spatial(
         stain = random_stain(rng, strength=strength)
         donors.append({"lib": float(np.exp(rng.normal(0.0, 0.35 * strength))), "lfc": lfc, "stain": stain})
 
-    splits = _splits(n_donors, sections_per_donor)
+    splits = _splits(n_donors, sections_per_donor, n_test_donors)
     tasks = []
     sec_seeds = section_ss.spawn(n_donors * sections_per_donor)
     for d in range(n_donors):
@@ -293,6 +304,7 @@ def make_demo_spatial(
         "seed": int(seed),
         "n_donors": n_donors,
         "sections_per_donor": sections_per_donor,
+        "n_test_donors": int(n_test_donors),
         "small": bool(small),
         "n_genes": n_genes,
         "slide_px": side,

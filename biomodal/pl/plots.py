@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,27 +39,53 @@ def _finish(fig: Any, path: str | os.PathLike | None) -> Any:
     return None
 
 
-def training_curves(log: pd.DataFrame | str | os.PathLike, path: str | os.PathLike | None = None) -> Any:
-    """Loss (and logged parts) against step from a trainer ``metrics.csv``.
+def training_curves(
+    log: pd.DataFrame | str | os.PathLike,
+    path: str | os.PathLike | None = None,
+    *,
+    val_log: pd.DataFrame | str | os.PathLike | None = None,
+) -> Any:
+    """Training loss terms and validation metrics against step.
 
     Parameters
     ----------
     log
-        The CSV log or its path; needs a ``step`` column.
+        The trainer's ``metrics.csv`` (or a DataFrame with a ``step`` column).
     path
         Where to save the PNG.
+    val_log
+        The trainer's ``val_metrics.csv``; default: ``val_metrics.csv`` beside ``log``.
     """
     df = pd.read_csv(log) if not isinstance(log, pd.DataFrame) else log
+    if val_log is None and not isinstance(log, pd.DataFrame):
+        cand = Path(log).with_name("val_metrics.csv")
+        val_log = cand if cand.is_file() else None
+    val = pd.read_csv(val_log) if isinstance(val_log, str | os.PathLike) else val_log
     plt = _plt()
-    cols = [c for c in df.columns if c not in ("step", "epoch", "time", "lr") and df[c].notna().any()]
-    cols = [c for c in cols if pd.api.types.is_numeric_dtype(df[c])]
+    skip = {"step", "epoch", "time", "grad_norm"}
+    loss_cols = [
+        c
+        for c in df.columns
+        if c not in skip
+        and not c.startswith("lr")
+        and pd.api.types.is_numeric_dtype(df[c])
+        and df[c].notna().any()
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for c in cols:
+    for c in loss_cols:
         sub = df[["step", c]].dropna()
-        ax = axes[1] if c.startswith("val") else axes[0]
-        ax.plot(sub["step"], sub[c], label=c, marker="o" if c.startswith("val") else None, ms=3)
-    axes[0].set(xlabel="step", ylabel="training loss", title="training")
-    axes[1].set(xlabel="step", title="validation")
+        axes[0].plot(sub["step"], sub[c], label=c, lw=2 if c == "loss" else 1)
+    axes[0].set(xlabel="step", ylabel="loss", title="training")
+    if val is not None and len(val):
+        for c in [c for c in val.columns if c.startswith("val/recall@")]:
+            axes[1].plot(val["step"], val[c], marker="o", ms=3, label=c.removeprefix("val/"))
+        axes[1].set(xlabel="step", ylabel="recall (validation, full set)", title="validation")
+        if "val/loss" in val:
+            twin = axes[1].twinx()
+            twin.plot(val["step"], val["val/loss"], color="grey", ls="--", label="val loss")
+            twin.set_ylabel("val loss (dashed)")
+    else:
+        axes[1].set_axis_off()
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

@@ -93,6 +93,7 @@ def _demo_dataset(root: Path, demo: Any) -> Any:
         "n_donors": demo.n_donors,
         "sections_per_donor": demo.sections_per_donor,
         "small": demo.small,
+        "n_test_donors": demo.n_test_donors,
     }
     if demo.spot_pitch_um is not None:
         wanted["spot_pitch_um"] = demo.spot_pitch_um

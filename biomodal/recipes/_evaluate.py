@@ -151,7 +151,10 @@ def _batch_section(recipe: Recipe, ds: Any, emb: dict[str, np.ndarray], labels: 
         a = ad.AnnData(np.zeros((len(batches), 1), dtype=np.float32), obs={"b": batches})
         a.obsm["X_joint"] = joint
         getattr(pp, post)(a, "b", basis="X_joint", adjusted_basis="X_corr")
-        out[f"joint_{post}"] = {k: float(v) for k, v in batch_metrics(a.obsm["X_corr"], batches, lab).items()}
+        out["joint_corrected"] = {
+            k: float(v) for k, v in batch_metrics(a.obsm["X_corr"], batches, lab).items()
+        }
+        out["post_hoc"] = post
     return out
 
 

@@ -89,6 +89,10 @@ def run(
     """
     t0 = time.time()
     rec = load_recipe(recipe, overrides)  # validate before importing anything heavy
+    if rec.sweep:
+        from biomodal.recipes.sweep import run_sweep
+
+        return run_sweep(rec, out=out)
 
     from biomodal.data import BatchAwareSampler
     from biomodal.recipes._build import ReversalSchedule, build_model

@@ -60,6 +60,7 @@ class DemoConfig(_Strict):
     seed: int = 0
     small: bool = False
     spot_pitch_um: float | None = Field(default=None, gt=0)
+    n_test_donors: int = Field(default=1, ge=1)
     root: str | None = None
 
 
@@ -186,6 +187,7 @@ class Recipe(_Strict):
     trainer: dict[str, Any] = {}
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
+    sweep: dict[str, list[str]] = {}
 
     @field_validator("modalities")
     @classmethod

@@ -12,24 +12,12 @@ from torch import Tensor, nn
 
 from biomodal.errors import ConfigError, DataError
 from biomodal.modalities import check_modality, mask_key
+from biomodal.nn.adversarial import GradientReversal, grad_reverse
 
 __all__ = ["ContrastiveModel"]
 
 _HALF = (torch.float16, torch.bfloat16)
 _NO_DECAY_NAMES = ("logit_scale", "logit_bias", "pos_embed", "cls_token", "position_embedding", "temperature")
-
-
-class _GradReverse(torch.autograd.Function):
-    """Identity forward, ``-lambda * grad`` backward (Ganin & Lempitsky, 2015)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, lam: float) -> Tensor:  # type: ignore[override]
-        ctx.lam = lam
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        return -ctx.lam * grad, None
 
 
 def _make_head(in_dim: int, out_dim: int, kind: str) -> nn.Module:
@@ -44,8 +32,6 @@ def _has_reversal(module: nn.Module | None) -> bool:
     """Whether ``module`` already reverses gradients (e.g. :class:`biomodal.nn.BatchDiscriminator`)."""
     if module is None:
         return False
-    from biomodal.nn.adversarial import GradientReversal
-
     return any(isinstance(m, GradientReversal) for m in module.modules())
 
 
@@ -229,7 +215,7 @@ class ContrastiveModel(nn.Module):
             if m is not None:
                 z, y = z[m.bool()], y[m.bool()]
             if not self._adversary_reverses:
-                z = _GradReverse.apply(z, self.adversary_lambda)
+                z = grad_reverse(z, self.adversary_lambda)
             logits = self.adversary(z)
             logits = logits.float() if logits.dtype in _HALF else logits
             valid = (y >= 0) & (y < logits.shape[-1])

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from biomodal.data import TileDataset
+from biomodal.datasets import write_pyramid_tiff
 from biomodal.errors import ConfigError, DataError, MissingMetadataError
 from biomodal.io import read_slide
 from biomodal.pp import tile
-from tests.io._pyramid import synthetic_he, write_pyramid_tiff
+from tests.io._pyramid import synthetic_he
 
 pytest.importorskip("openslide")
 
@@ -23,7 +24,9 @@ pytest.importorskip("openslide")
 @pytest.fixture(scope="module")
 def slide_path(tmp_path_factory):
     img = synthetic_he(1024, 1024, seed=4)
-    return write_pyramid_tiff(tmp_path_factory.mktemp("tiles") / "s.tiff", img, mpp=0.5, n_levels=3)
+    path = tmp_path_factory.mktemp("tiles") / "s.tiff"
+    write_pyramid_tiff(path, img, mpp=0.5, n_levels=3)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +78,8 @@ def test_bad_input(slide_path, tmp_path):
         TileDataset(slide_path, pd.DataFrame({"a": [1]}), tile_px=32, mpp=1.0)
     with pytest.raises(ConfigError, match="tile_px"):
         TileDataset(slide_path, pd.DataFrame({"x": [0], "y": [0]}), tile_px=0, mpp=1.0)
-    nompp = write_pyramid_tiff(tmp_path / "n.tiff", synthetic_he(256, 256), mpp=None, n_levels=1)
+    nompp = tmp_path / "n.tiff"
+    write_pyramid_tiff(nompp, synthetic_he(256, 256), mpp=None, n_levels=1)
     with pytest.raises(MissingMetadataError, match=r"n\.tiff"):
         TileDataset(nompp, pd.DataFrame({"x": [0], "y": [0]}), tile_px=32, mpp=1.0)
     native = TileDataset(nompp, pd.DataFrame({"x": [0], "y": [0]}), tile_px=32, mpp=None)

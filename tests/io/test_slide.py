@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from biomodal.datasets import write_pyramid_tiff
 from biomodal.errors import ConfigError, MissingMetadataError, ReaderError, UnsupportedFormatError
 from biomodal.io import Slide, read_slide
-from tests.io._pyramid import synthetic_he, write_pyramid_tiff
+from tests.io._pyramid import synthetic_he
 
 openslide = pytest.importorskip("openslide")
 
@@ -32,7 +33,8 @@ def area_resize(img: np.ndarray, out_w: int, out_h: int, fw: float | None = None
 @pytest.fixture(scope="module")
 def pyramid(tmp_path_factory):
     img = synthetic_he(1024, 768, seed=1)
-    path = write_pyramid_tiff(tmp_path_factory.mktemp("pyr") / "slide.tiff", img, mpp=0.5, n_levels=3)
+    path = tmp_path_factory.mktemp("pyr") / "slide.tiff"
+    write_pyramid_tiff(path, img, mpp=0.5, n_levels=3)
     return path, img
 
 
@@ -140,7 +142,8 @@ def test_user_mpp_overrides_and_validation(pyramid, tmp_path):
 
 
 def test_missing_mpp_raises_only_when_needed(tmp_path):
-    path = write_pyramid_tiff(tmp_path / "nompp.tiff", synthetic_he(512, 512), mpp=None, n_levels=2)
+    path = tmp_path / "nompp.tiff"
+    write_pyramid_tiff(path, synthetic_he(512, 512), mpp=None, n_levels=2)
     slide = read_slide(path)  # opening works
     assert not slide.has_mpp and slide.mpp_source is None
     assert "unknown" in repr(slide)

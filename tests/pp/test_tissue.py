@@ -3,11 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from biomodal.datasets import write_pyramid_tiff
 from biomodal.errors import ConfigError, MissingMetadataError
 from biomodal.io import read_slide
 from biomodal.pp import TissueMask, detect_tissue
 from biomodal.pp.tissue import otsu_threshold
-from tests.io._pyramid import write_pyramid_tiff
 
 pytest.importorskip("openslide")
 
@@ -22,7 +22,8 @@ def _disc_slide(tmp_path, mpp=2.0, holes=True, speck=True):
         img[(xx - 512) ** 2 + (yy - 512) ** 2 < 20**2] = 242  # small lumen inside the tissue
     if speck:
         img[100:112, 100:112] = (120, 40, 110)  # dust / debris
-    path = write_pyramid_tiff(tmp_path / "disc.tiff", img, mpp=mpp, n_levels=4)
+    path = tmp_path / "disc.tiff"
+    write_pyramid_tiff(path, img, mpp=mpp, n_levels=4)
     return read_slide(path), disc
 
 
@@ -76,7 +77,8 @@ def test_detect_options(tmp_path):
 def test_blank_slide_has_no_tissue(tmp_path):
     rng = np.random.default_rng(0)
     img = np.clip(rng.normal(240, 3, (512, 512, 3)), 0, 255).astype(np.uint8)
-    slide = read_slide(write_pyramid_tiff(tmp_path / "blank.tiff", img, mpp=1.0, n_levels=2))
+    write_pyramid_tiff(tmp_path / "blank.tiff", img, mpp=1.0, n_levels=2)
+    slide = read_slide(tmp_path / "blank.tiff")
     assert detect_tissue(slide, mpp=4.0).tissue_fraction == 0.0
 
 
