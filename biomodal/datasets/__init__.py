@@ -3,6 +3,7 @@
 from biomodal._exports import lazy_exports
 
 _MAP = {
+    "DemoDataset": "_demo_io",
     "make_demo_spatial": "synthetic",
     "write_pyramid_tiff": "_demo_io",
 }

@@ -1,15 +1,16 @@
 """Graph-based batch metrics: kBET per label (diffusion-map neighbours) and graph connectivity.
 
 Both follow scib-metrics (``kbet_per_label``, ``graph_connectivity``); the
-neighbour search inside the diffusion embedding is exact here, where
-scib-metrics uses pynndescent.
+neighbour search inside the diffusion embedding is exact here (float64 distances
+from one BLAS product per label), where scib-metrics uses pynndescent. The
+per-label eigenproblems (ARPACK, as in scib-metrics) run in a thread pool.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from biomodal.eval._knn import KNNGraph, exact_knn
+from biomodal.eval._knn import KNNGraph
 
 __all__ = ["graph_connectivity", "kbet", "kbet_per_label"]
 
@@ -84,16 +85,36 @@ def _diffusion_embedding(conn, n_comps: int) -> np.ndarray:
     return v.astype(np.float32) * scale.astype(np.float32)
 
 
-def _kbet_on_component(
-    conn, batch_codes: np.ndarray, k0: int, n_comps: int, alpha: float, n_jobs: int | None
-) -> float:
+def _neighbour_sets(emb: np.ndarray, k: int) -> np.ndarray:
+    """Return the indices of each row's ``k`` nearest rows (itself included, unordered).
+
+    kBET only counts the batches of the neighbours, so their order does not matter. The
+    squared distances come from one BLAS product on centred data (relative rounding
+    ~1e-16); the cell itself is always kept, as an exact search returns it at distance 0.
+    """
+    E = np.asarray(emb, dtype=np.float64)
+    E = E - E.mean(axis=0)
+    n = E.shape[0]
+    sq = np.einsum("ij,ij->i", E, E)
+    out = np.empty((n, k), dtype=np.int64)
+    step = max(1, 4_000_000 // n)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        G = E[s:e] @ (-2.0 * E.T)
+        G += sq
+        G[np.arange(e - s), np.arange(s, e)] = -np.inf
+        out[s:e] = np.argpartition(G, k - 1, axis=1)[:, :k] if k < n else np.arange(n)
+    return out
+
+
+def _kbet_on_component(conn, batch_codes: np.ndarray, k0: int, n_comps: int, alpha: float) -> float:
     n = conn.shape[0]
     if k0 + 1 > n:
         return 0.0  # scib-metrics: the neighbour search fails and the label counts as 100% rejection
     emb = _diffusion_embedding(conn, n_comps)
-    g = exact_knn(emb, k0 + 1, n_jobs=n_jobs)
+    idx = _neighbour_sets(emb, k0 + 1)
     _, codes = np.unique(batch_codes, return_inverse=True)
-    return kbet(codes[g.indices], codes, alpha)
+    return kbet(codes[idx], codes, alpha)
 
 
 def kbet_per_label(
@@ -124,7 +145,7 @@ def kbet_per_label(
     diffusion_n_comps
         Diffusion components.
     n_jobs
-        Threads for the neighbour search.
+        Threads over labels (``None``: one per CPU core).
     """
     from threadpoolctl import threadpool_limits
 
@@ -135,9 +156,13 @@ def kbet_per_label(
 
 
 def _kbet_labels(conn, batch_codes, label_codes, alpha, diffusion_n_comps, n_jobs) -> float:
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     from scipy.sparse.csgraph import connected_components
 
-    scores = []
+    scores: list[float] = []
+    tasks: list[tuple[int, object, np.ndarray, int, int]] = []  # (slot, graph, batches, k0, n_comps)
     # scib-metrics lowers ``diffusion_n_comps`` to ``n_cells - 1`` for a small label and keeps the
     # lowered value for the labels after it; reproduced here so the values agree.
     n_comps = diffusion_n_comps
@@ -154,7 +179,8 @@ def _kbet_labels(conn, batch_codes, label_codes, alpha, diffusion_n_comps, n_job
         n_comp, comp = connected_components(sub, connection="strong")
         if n_comp == 1:
             n_comps = min(n_comps, m.size - 1)
-            scores.append(_kbet_on_component(sub, b, k0, n_comps, alpha, n_jobs))
+            tasks.append((len(scores), sub, b, k0, n_comps))
+            scores.append(np.nan)
             continue
         sizes = np.bincount(comp)
         keep = np.flatnonzero(sizes[comp] >= 3 * k0)
@@ -162,7 +188,21 @@ def _kbet_labels(conn, batch_codes, label_codes, alpha, diffusion_n_comps, n_job
             subsub = sub[keep][:, keep]
             subsub.sort_indices()
             n_comps = min(n_comps, keep.size - 1)
-            scores.append(_kbet_on_component(subsub, b[keep], k0, n_comps, alpha, n_jobs))
+            tasks.append((len(scores), subsub, b[keep], k0, n_comps))
+            scores.append(np.nan)
         else:
             scores.append(0.0)
+    workers = n_jobs if n_jobs is not None and n_jobs > 0 else (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(tasks)))
+
+    def run(task):
+        return _kbet_on_component(task[1], task[2], task[3], task[4], alpha)
+
+    if workers == 1:
+        results = [run(t) for t in tasks]
+    else:  # ARPACK and BLAS release the GIL for most of the work
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(run, tasks))
+    for t, r in zip(tasks, results):
+        scores[t[0]] = r
     return float(np.nanmean(scores))

@@ -6,7 +6,7 @@ import numpy as np
 
 from biomodal.eval._knn import KNNGraph
 
-__all__ = ["clisi", "ilisi", "lisi_per_cell"]
+__all__ = ["clisi", "ilisi", "ilisi_clisi", "lisi_per_cell"]
 
 
 def _hbeta(d: np.ndarray, mask: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,6 +50,14 @@ def lisi_per_cell(
     numpy.ndarray
         ``(n_cells,)`` LISI values.
     """
+    P, H = _lisi_weights(graph, perplexity, tol, max_tries)
+    return _inverse_simpson(graph.indices, P, H, codes)
+
+
+def _lisi_weights(
+    graph: KNNGraph, perplexity: float | None, tol: float, max_tries: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Perplexity-calibrated neighbour weights ``P`` and entropies ``H`` (independent of the codes)."""
     idx, d = graph.indices, graph.distances.astype(np.float64)
     n, k = idx.shape
     if perplexity is None:
@@ -80,6 +88,11 @@ def lisi_per_cell(
         H[a], P[a] = Ha, Pa
         hdiff[a] = Ha - logp
         active[a] = np.abs(hdiff[a]) >= tol
+    return P, H
+
+
+def _inverse_simpson(idx: np.ndarray, P: np.ndarray, H: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    n = idx.shape[0]
     n_cat = int(codes.max()) + 1
     lab = codes[idx]
     flat = (np.arange(n)[:, None] * n_cat + lab).ravel()
@@ -100,3 +113,15 @@ def clisi(graph: KNNGraph, label_codes: np.ndarray, perplexity: float | None = N
     n_l = len(np.unique(label_codes))
     med = float(np.nanmedian(lisi_per_cell(graph, label_codes, perplexity)))
     return (n_l - med) / (n_l - 1) if n_l > 1 else float("nan")
+
+
+def ilisi_clisi(graph: KNNGraph, batch_codes: np.ndarray, label_codes: np.ndarray) -> tuple[float, float]:
+    """Return ``(ilisi, clisi)`` as :func:`ilisi` and :func:`clisi`, calibrating the kernel once."""
+    P, H = _lisi_weights(graph, None, 1e-5, 50)
+    med_b, med_l = (
+        float(np.nanmedian(_inverse_simpson(graph.indices, P, H, c))) for c in (batch_codes, label_codes)
+    )
+    n_b, n_l = len(np.unique(batch_codes)), len(np.unique(label_codes))
+    il = (med_b - 1) / (n_b - 1) if n_b > 1 else float("nan")
+    cl = (n_l - med_l) / (n_l - 1) if n_l > 1 else float("nan")
+    return il, cl

@@ -17,7 +17,7 @@ import numpy as np
 from biomodal.errors import DataError
 from biomodal.eval._kbet import graph_connectivity, kbet_per_label
 from biomodal.eval._knn import KNNGraph, exact_knn, knn_and_group_sums, umap_connectivities
-from biomodal.eval._lisi import clisi, ilisi
+from biomodal.eval._lisi import clisi, ilisi, ilisi_clisi
 from biomodal.eval._silhouette import bras_cosine, isolated_labels, silhouettes_from_group_sums
 
 __all__ = ["BATCH_METRICS", "BIO_METRICS", "KNNGraph", "batch_metrics", "exact_knn", "pcr_variance"]
@@ -217,6 +217,9 @@ def batch_metrics(
             out[m] = asw_b
         elif m == "bras":
             out[m] = bras_cosine(X, lab, b)
+        elif m in ("ilisi", "clisi") and "ilisi" in wanted and "clisi" in wanted:
+            if m not in out:  # one kernel calibration for both
+                out["ilisi"], out["clisi"] = ilisi_clisi(graph.subset(min(k_lisi, n)), b, lab)
         elif m == "ilisi":
             out[m] = ilisi(graph.subset(min(k_lisi, n)), b)
         elif m == "clisi":

@@ -136,13 +136,18 @@ class GenePipeline:
         """Whether a panel has been fitted or loaded."""
         return self._panel is not None
 
-    def fit(self, adatas: Sequence[ad.AnnData]) -> GenePipeline:
+    def fit(self, adatas: Sequence[ad.AnnData], *, candidates: Iterable[str] | None = None) -> GenePipeline:
         """Choose the panel and scaling statistics from *training* sections only.
 
         Parameters
         ----------
         adatas
             Training sections (one AnnData or a list).
+        candidates
+            Restrict the panel to these gene names, typically
+            ``intersect_panels(train + val + test sections)`` so that every section can
+            be transformed. Only gene *names* of held-out sections are used, never their
+            values. Ignored when ``genes`` is given.
 
         Returns
         -------
@@ -167,6 +172,16 @@ class GenePipeline:
             )
         else:
             panel = intersect_panels(items)
+        if candidates is not None and self.genes is None:
+            keep = {str(g) for g in candidates}
+            dropped = [g for g in panel if g not in keep]
+            panel = [g for g in panel if g in keep]
+            if dropped:
+                log.info(
+                    "%d panel gene(s) not measured in every section dropped: %s", len(dropped), dropped[:10]
+                )
+            if not panel:
+                raise DataError("no panel gene is measured in every section (candidates)")
         self._panel, self.mean_, self.std_ = panel, None, None
         if self.scale:
             Z = np.concatenate([self._expression(a, i) for i, a in enumerate(items)], axis=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from biomodal.errors import ConfigError
 from biomodal.recipes.schema import Recipe
 
 
@@ -47,6 +48,11 @@ def build_model(recipe: Recipe, *, n_genes: int, n_batches: int) -> Any:
     adv = recipe.batch_correction.adversarial
     adversary = None
     if adv.weight > 0:
+        if n_batches < 2:
+            raise ConfigError(
+                f"batch_correction.adversarial needs >= 2 training batches of data.batch_key "
+                f"{recipe.data.batch_key!r}; the training sections have {n_batches}"
+            )
         start = adv.max_reversal if adv.schedule == "constant" else 0.0
         adversary = BatchDiscriminator(recipe.model.embed_dim, n_batches, hidden=(adv.hidden,), weight=start)
     return ContrastiveModel(

@@ -150,7 +150,7 @@ def prepare_data(recipe: Recipe, run_dir: Path, *, pipeline: Any = None) -> Prep
     """
     from biomodal.data import SpotTileDataset
     from biomodal.data.transforms import default_histology_transforms
-    from biomodal.pp import GenePipeline
+    from biomodal.pp import GenePipeline, intersect_panels
 
     sections = read_sections(recipe, run_dir)
     g = recipe.data.genes
@@ -162,7 +162,11 @@ def prepare_data(recipe: Recipe, run_dir: Path, *, pipeline: Any = None) -> Prep
             normalize=g.normalize,
             target_sum=g.target_sum,
             scale=g.scale,
-        ).fit(sections["train"])  # training sections only: no peeking at val/test
+        )
+        # panel choice and statistics from training sections only; held-out sections contribute
+        # nothing but the names of the genes they measure, so every section can be transformed
+        everything = [a for s in SPLITS for a in sections[s]]
+        pipeline.fit(sections["train"], candidates=intersect_panels(everything))
     log.info(
         "gene panel: %d genes fitted on %d training sections",
         len(pipeline.var_names_),

@@ -12,6 +12,7 @@ import pytest
 from biomodal.cli import main
 from biomodal.errors import CheckpointError, DataError
 from biomodal.recipes import load, run
+from biomodal.recipes.checkpoint import embed_h5ad
 from biomodal.recipes.schema import load_recipe
 
 FAST = [
@@ -112,7 +113,7 @@ def test_embed_cli_writes_scanpy_readable_h5ad(demo_run, tmp_path):
     np.testing.assert_allclose(norms, 1.0, atol=1e-4)
 
 
-def test_embed_refuses_mismatched_panel(demo_run, tmp_path):
+def test_embed_refuses_mismatched_panel(demo_run, tmp_path, capsys):
     out, _ = demo_run
     model = load(out / "model.pt")
     root = Path(load_recipe(out / "recipe.yaml").data.demo.root)
@@ -124,8 +125,10 @@ def test_embed_refuses_mismatched_panel(demo_run, tmp_path):
     bad.write_h5ad(src)
     dest = tmp_path / "never.h5ad"
     with pytest.raises(DataError) as exc:
-        main(["embed", str(out / "model.pt"), str(src), "-o", str(dest)])
+        embed_h5ad(out / "model.pt", src, dest)
     assert dropped[0] in str(exc.value)
+    assert main(["embed", str(out / "model.pt"), str(src), "-o", str(dest)]) == 2  # the CLI reports it
+    assert dropped[0] in capsys.readouterr().err
     assert not dest.exists()
 
 

@@ -25,6 +25,13 @@ def test_sweep_table_prefers_post_hoc_corrected_batch_metrics():
     assert lines[3] == "| harmony | 0.250 | 0.900 |"
 
 
+def test_adversary_needs_two_training_batches(tmp_path):
+    raw = load_recipe("spatial/demo", overrides=[*FAST, "batch_correction.adversarial.weight=0.1"]).to_dict()
+    raw["data"]["batch_key"] = "donor"  # FAST has a single training donor
+    with pytest.raises(ConfigError, match="batch_key 'donor'"):
+        run(raw, out=tmp_path)
+
+
 def test_bad_variant_fails_before_training(tmp_path):
     rec = load_recipe("spatial/batch_ablation")
     raw = rec.to_dict()
@@ -36,8 +43,8 @@ def test_bad_variant_fails_before_training(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_runs_each_variant_on_shared_data(tmp_path):
-    raw = load_recipe("spatial/demo", overrides=FAST).to_dict()
-    raw["data"]["batch_key"] = "donor"
+    raw = load_recipe("spatial/demo", overrides=[*FAST, "data.demo.n_donors=4"]).to_dict()
+    raw["data"]["batch_key"] = "donor"  # two training donors
     raw["sweep"] = {
         "none": [],
         "adversarial_within": ["batch_correction.adversarial.weight=0.2", "batch_correction.sampler=within"],
@@ -50,5 +57,5 @@ def test_sweep_runs_each_variant_on_shared_data(tmp_path):
     assert saved.keys() == results.keys()
     assert "| adversarial_within |" in (tmp_path / "sweep.md").read_text()
     # the demo data were generated once, under the sweep directory, and shared
-    assert len(list((tmp_path / "data").glob("*.h5ad"))) == 3
+    assert len(list((tmp_path / "data").glob("*.h5ad"))) == 4
     assert not list((tmp_path / "none").glob("data"))
