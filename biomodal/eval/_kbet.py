@@ -3,7 +3,7 @@
 Both follow scib-metrics (``kbet_per_label``, ``graph_connectivity``); the
 neighbour search inside the diffusion embedding is exact here (float64 distances
 from one BLAS product per label), where scib-metrics uses pynndescent. The
-per-label eigenproblems (ARPACK, as in scib-metrics) run in a thread pool.
+per-label eigenproblems use ARPACK as scib-metrics does, with one BLAS thread.
 """
 
 from __future__ import annotations
@@ -145,8 +145,11 @@ def kbet_per_label(
     diffusion_n_comps
         Diffusion components.
     n_jobs
-        Threads over labels (``None``: one per CPU core).
+        Unused (the neighbour search is one BLAS product per label); kept for compatibility.
     """
+    # Load scipy's own BLAS (ARPACK, LAPACK) before limiting threads, else the limit misses it.
+    import scipy.linalg
+    import scipy.sparse.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     conn = conn.tocsr()
@@ -156,13 +159,9 @@ def kbet_per_label(
 
 
 def _kbet_labels(conn, batch_codes, label_codes, alpha, diffusion_n_comps, n_jobs) -> float:
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     from scipy.sparse.csgraph import connected_components
 
     scores: list[float] = []
-    tasks: list[tuple[int, object, np.ndarray, int, int]] = []  # (slot, graph, batches, k0, n_comps)
     # scib-metrics lowers ``diffusion_n_comps`` to ``n_cells - 1`` for a small label and keeps the
     # lowered value for the labels after it; reproduced here so the values agree.
     n_comps = diffusion_n_comps
@@ -179,8 +178,7 @@ def _kbet_labels(conn, batch_codes, label_codes, alpha, diffusion_n_comps, n_job
         n_comp, comp = connected_components(sub, connection="strong")
         if n_comp == 1:
             n_comps = min(n_comps, m.size - 1)
-            tasks.append((len(scores), sub, b, k0, n_comps))
-            scores.append(np.nan)
+            scores.append(_kbet_on_component(sub, b, k0, n_comps, alpha))
             continue
         sizes = np.bincount(comp)
         keep = np.flatnonzero(sizes[comp] >= 3 * k0)
@@ -188,21 +186,7 @@ def _kbet_labels(conn, batch_codes, label_codes, alpha, diffusion_n_comps, n_job
             subsub = sub[keep][:, keep]
             subsub.sort_indices()
             n_comps = min(n_comps, keep.size - 1)
-            tasks.append((len(scores), subsub, b[keep], k0, n_comps))
-            scores.append(np.nan)
+            scores.append(_kbet_on_component(subsub, b[keep], k0, n_comps, alpha))
         else:
             scores.append(0.0)
-    workers = n_jobs if n_jobs is not None and n_jobs > 0 else (os.cpu_count() or 1)
-    workers = max(1, min(workers, len(tasks)))
-
-    def run(task):
-        return _kbet_on_component(task[1], task[2], task[3], task[4], alpha)
-
-    if workers == 1:
-        results = [run(t) for t in tasks]
-    else:  # ARPACK and BLAS release the GIL for most of the work
-        with ThreadPoolExecutor(workers) as pool:
-            results = list(pool.map(run, tasks))
-    for t, r in zip(tasks, results):
-        scores[t[0]] = r
     return float(np.nanmean(scores))

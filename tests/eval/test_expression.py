@@ -219,3 +219,13 @@ def test_her2st_colour_baseline_across_sections(shared_data):
     shuffled = expression_prediction(Xtr, ytr, Xte[perm], yte, genes=list(genes), log1p=True)
     assert abs(shuffled["pearson_mean"]) < out["pearson_mean"]
     print({k: out[k] for k in ("pearson_mean", "n_train", "n_test")}, shuffled["pearson_mean"])
+
+
+def test_predictions_are_on_the_measured_scale():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 12))
+    Y = 5.0 + X[:, :4] @ rng.normal(size=(4, 6)) + rng.normal(scale=0.1, size=(300, 6))
+    out = expression_prediction(X[:200], Y[:200], X[200:], Y[200:], top_k=6, return_predictions=True)
+    pred = out["predictions"]
+    np.testing.assert_allclose(pred.mean(axis=0), Y[200:].mean(axis=0), atol=0.3)
+    assert out["mse_mean"] < 0.1
