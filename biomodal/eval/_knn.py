@@ -61,7 +61,7 @@ class KNNGraph:
         return f"KNNGraph(n_cells={self.n_cells}, k={self.k})"
 
 
-_BLOCK_ELEMS = 4_000_000  # float32 distance entries per block of rows (16 MB)
+_BLOCK_ELEMS = 2_000_000  # float32 distance entries per block of rows (8 MB)
 _SUB = 16  # rows post-processed together (about 1 MB at 20,000 cells)
 _CHUNK = 16  # columns per chunk in the two-stage selection of the k smallest
 _MARGIN = 8  # extra float32 candidates re-ranked in float64
@@ -108,20 +108,29 @@ def distance_pass(
         smallest float32 distances (or None); ``(n, n_present_groups)`` float64 distance sums
         and the sorted group ids they belong to (or None, None).
     """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
     Xc = np.asarray(X, dtype=np.float64)
-    Xc = (Xc - Xc.mean(axis=0)).astype(np.float32)
-    n = Xc.shape[0]
+    Xc = Xc - Xc.mean(axis=0)
+    n, d = Xc.shape
     sq = np.einsum("ij,ij->i", Xc, Xc)
     order = np.argsort(groups, kind="stable") if groups is not None else np.arange(n)
     k = min(int(k), n)
-    # Columns padded to a multiple of _CHUNK with +inf distances (never selected).
+    # One product gives squared distances: [x, |x|^2, 1] . [-2y, 1, |y|^2]. Columns (cells in
+    # group order) are padded to a multiple of _CHUNK with huge distances, never selected.
     n_pad = -(-n // _CHUNK) * _CHUNK if k else n
-    cols_x = np.zeros((Xc.shape[1], n_pad), dtype=np.float32)
-    cols_x[:, :n] = -2.0 * Xc[order].T
-    cols_sq = np.full(n_pad, np.inf, dtype=np.float32)
-    cols_sq[:n] = sq[order]
+    rows_x = np.empty((n, d + 2), dtype=np.float32)
+    rows_x[:, :d], rows_x[:, d], rows_x[:, d + 1] = Xc, sq, 1.0
+    cols_x = np.zeros((d + 2, n_pad), dtype=np.float32)
+    cols_x[:d, :n] = -2.0 * Xc[order].T
+    cols_x[d, :n] = 1.0
+    cols_x[d + 1, :n] = sq[order]
+    cols_x[d + 1, n:] = 1e30
     cand = np.empty((n, k), dtype=np.int64) if k else None
-    sums = gid = starts = None
+    sums = gid = starts = self_pos = None
     if groups is not None:
         g_sorted = groups[order]
         starts = np.flatnonzero(np.r_[True, g_sorted[1:] != g_sorted[:-1]])
@@ -129,24 +138,29 @@ def distance_pass(
         sums = np.empty((n, starts.size))
         self_pos = np.empty(n, dtype=np.int64)
         self_pos[order] = np.arange(n)
-    step = max(1, _BLOCK_ELEMS // n_pad)
-    for s in range(0, n, step):
+
+    def block(s: int) -> None:
         e = min(n, s + step)
-        block = Xc[s:e] @ cols_x
+        D2 = rows_x[s:e] @ cols_x
         # Post-process a few rows at a time so the chain of passes stays in cache.
         for r in range(s, e, _SUB):
             re_ = min(e, r + _SUB)
-            G = block[r - s : re_ - s]
-            G += cols_sq  # squared distance minus the row's own squared norm: same order
+            G = D2[r - s : re_ - s]
             if k:
                 cand[r:re_] = order[_smallest(G, k)]
             if groups is not None:
                 G = G[:, :n]
-                G += sq[r:re_, None]
                 np.maximum(G, 0.0, out=G)
                 np.sqrt(G, out=G)
                 G[np.arange(re_ - r), self_pos[r:re_]] = 0.0
                 sums[r:re_] = np.add.reduceat(G, starts, axis=1)
+
+    # Blocks run on all cores with one BLAS thread each: numpy releases the GIL in the
+    # element-wise passes, which a multithreaded BLAS product alone would leave serial.
+    workers = min(os.cpu_count() or 1, 8)
+    step = max(1, min(_BLOCK_ELEMS // n_pad, -(-n // workers)))
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(block, range(0, n, step)))
     return cand, sums, gid
 
 
@@ -164,9 +178,9 @@ def _refine(X: np.ndarray, cand: np.ndarray, k: int) -> KNNGraph:
         d_extra = _pair_dist(X, extra, cand[extra])
         worst = np.argmax(d_extra, axis=1)
         keep[extra, worst] = False
-    rest = cand[keep].reshape(n, m)
+    rest = np.sort(cand[keep].reshape(n, m), axis=1)
     d = _pair_dist(X, np.arange(n), rest)
-    order = np.lexsort((rest, d), axis=1)[:, : k - 1]
+    order = np.argsort(d, axis=1, kind="stable")[:, : k - 1]  # ties: lower index first
     rest = np.take_along_axis(rest, order, axis=1)
     d = np.take_along_axis(d, order, axis=1)
     indices = np.concatenate([np.arange(n, dtype=np.int64)[:, None], rest], axis=1)
@@ -175,12 +189,24 @@ def _refine(X: np.ndarray, cand: np.ndarray, k: int) -> KNNGraph:
 
 
 def _pair_dist(X: np.ndarray, rows: np.ndarray, nb: np.ndarray) -> np.ndarray:
-    """Float64 Euclidean distances between ``X[rows[i]]`` and ``X[nb[i, j]]``."""
+    """Float64 Euclidean distances between ``X[rows[i]]`` and ``X[nb[i, j]]`` (threaded chunks)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     d = np.empty(nb.shape, dtype=np.float64)
-    step = max(1, 2_000_000 // max(1, nb.shape[1] * X.shape[1]))
-    for s in range(0, rows.size, step):
+    step = max(1, 500_000 // max(1, nb.shape[1] * X.shape[1]))
+
+    def chunk(s: int) -> None:
         diff = X[nb[s : s + step]] - X[rows[s : s + step], None, :]
         d[s : s + step] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+
+    starts = range(0, rows.size, step)
+    if len(starts) < 4:
+        for s in starts:
+            chunk(s)
+    else:
+        with ThreadPoolExecutor(min(os.cpu_count() or 1, 8)) as pool:
+            list(pool.map(chunk, starts))
     return d
 
 

@@ -57,12 +57,40 @@ def lisi_per_cell(
 def _lisi_weights(
     graph: KNNGraph, perplexity: float | None, tol: float, max_tries: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Perplexity-calibrated neighbour weights ``P`` and entropies ``H`` (independent of the codes)."""
-    idx, d = graph.indices, graph.distances.astype(np.float64)
-    n, k = idx.shape
+    """Perplexity-calibrated neighbour weights ``P`` and entropies ``H`` (independent of the codes).
+
+    Rows are independent: large graphs are split into row chunks run in threads (numpy
+    releases the GIL in the element-wise work).
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, k = graph.indices.shape
     if perplexity is None:
         perplexity = float(np.floor(k / 3))
-    mask = idx != np.arange(n)[:, None]
+    workers = min(os.cpu_count() or 1, 8) if n >= 4000 else 1
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    P = np.empty((n, k))
+    H = np.empty(n)
+
+    def chunk(j: int) -> None:
+        s, e = bounds[j], bounds[j + 1]
+        d = graph.distances[s:e].astype(np.float64)
+        mask = graph.indices[s:e] != np.arange(s, e)[:, None]
+        H[s:e], P[s:e] = _calibrate(d, mask, float(perplexity), tol, max_tries)
+
+    if workers == 1:
+        chunk(0)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(chunk, range(workers)))
+    return P, H
+
+
+def _calibrate(
+    d: np.ndarray, mask: np.ndarray, perplexity: float, tol: float, max_tries: int
+) -> tuple[np.ndarray, np.ndarray]:
+    n = d.shape[0]
     logp = np.log(perplexity)
     beta = np.ones(n)
     bmin = np.full(n, -np.inf)
@@ -88,7 +116,7 @@ def _lisi_weights(
         H[a], P[a] = Ha, Pa
         hdiff[a] = Ha - logp
         active[a] = np.abs(hdiff[a]) >= tol
-    return P, H
+    return H, P
 
 
 def _inverse_simpson(idx: np.ndarray, P: np.ndarray, H: np.ndarray, codes: np.ndarray) -> np.ndarray:

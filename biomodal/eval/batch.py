@@ -167,9 +167,10 @@ def batch_metrics(
     seed
         k-means seed.
     n_jobs
-        Threads for the kNN search (``None``: all).
+        Threads for the faiss / scikit-learn kNN search (``None``: all).
     knn_backend
-        ``"auto"``, ``"faiss"`` or ``"sklearn"`` (all exact).
+        ``"auto"`` / ``"blas"`` (one blockwise distance pass that also yields the silhouette
+        sums; fastest), ``"faiss"`` or ``"sklearn"`` (all exact).
     aggregate
         Add ``batch_correction``, ``bio_conservation`` (means of scib-metrics' Benchmarker
         metric sets) and ``total = 0.4 batch + 0.6 bio`` when their parts were computed.

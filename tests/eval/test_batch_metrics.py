@@ -201,3 +201,101 @@ def test_import_does_not_pull_jax_or_scib():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- fast paths vs exact references
+
+
+def test_blas_knn_is_exact_on_offset_data():
+    # 3,000 cells far from the origin (float32 cancellation), two-stage selection path
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 6)) + 500.0
+    X[100] = X[7]  # a duplicate pair
+    g = exact_knn(X, 40, backend="blas")
+    assert (g.indices[:, 0] == np.arange(3000)).all()
+    for i in range(0, 3000, 37):
+        d = np.sqrt(((X - X[i]) ** 2).sum(1))
+        d[i] = -1.0  # self first
+        ref = np.lexsort((np.arange(3000), d))[:40]
+        np.testing.assert_array_equal(g.indices[i], ref)
+        np.testing.assert_allclose(g.distances[i, 1:], d[ref[1:]], rtol=1e-12)
+    assert g.distances[7, 1] == 0.0 and g.indices[7, 1] == 100
+
+
+def test_distance_pass_group_sums_match_float64():
+    from biomodal.eval._knn import distance_pass
+
+    X, bat, lab = blobs(n=1500, dims=12, seed=4)
+    groups = lab * 3 + bat
+    _, sums, gid = distance_pass(X, 0, groups)
+    D = np.sqrt(((X[:, None, :] - X[None, :, :]) ** 2).sum(-1))
+    ref = np.stack([D[:, groups == g].sum(1) for g in gid], axis=1)
+    np.testing.assert_array_equal(gid, np.unique(groups))
+    np.testing.assert_allclose(sums, ref, rtol=2e-5)
+
+
+def test_fused_silhouettes_match_pairwise_float64():
+    from biomodal.eval._knn import distance_pass
+    from biomodal.eval._silhouette import asw_batch, silhouettes_from_group_sums
+
+    X, bat, lab = blobs(n=700, n_labels=4, n_batches=3, shift=0.7, sep=1.5, seed=6)
+    bat[lab == 3] = 0  # a label with a single batch (skipped by asw_batch)
+    m2 = np.flatnonzero(lab == 2)
+    bat[m2] = np.arange(m2.size) % 2
+    bat[m2[0]] = 2  # a batch with a single cell in label 2
+    _, sums, gid = distance_pass(X, 0, lab * 3 + bat)
+    sil, aswb = silhouettes_from_group_sums(sums, gid, lab, bat)
+    np.testing.assert_allclose(sil, silhouette_samples(X, lab), atol=2e-5)
+    assert aswb == pytest.approx(asw_batch(X, lab, bat), abs=2e-5)
+
+
+def test_bras_cosine_matches_pairwise():
+    from biomodal.eval._silhouette import asw_batch, bras_cosine
+
+    X, bat, lab = blobs(n=500, shift=1.0, seed=7)
+    X[3] = 0.0  # a zero vector
+    ref = asw_batch(X, lab, bat, metric="cosine", between="mean_other")
+    assert bras_cosine(X, lab, bat) == pytest.approx(ref, abs=1e-10)
+
+
+def test_ilisi_clisi_shared_kernel_matches_separate():
+    from biomodal.eval._lisi import clisi, ilisi, ilisi_clisi
+
+    X, bat, lab = blobs(n=400, shift=0.5, seed=8)
+    g = exact_knn(X, 45)
+    assert ilisi_clisi(g, bat, lab) == pytest.approx((ilisi(g, bat), clisi(g, lab)), abs=1e-12)
+
+
+def test_kbet_arpack_path_matches_dense_reference():
+    """A 1,400-cell label (sparse eigensolver) against dense eigh + brute-force neighbours."""
+    import scipy.linalg
+    from scipy.stats import chisquare
+    from threadpoolctl import threadpool_limits
+
+    from biomodal.eval._kbet import kbet_per_label
+    from biomodal.eval._knn import umap_connectivities
+
+    X, bat, _ = blobs(n=1400, n_labels=1, n_batches=3, shift=0.25, dims=8, seed=9)
+    lab = np.zeros(1400, dtype=int)
+    conn = umap_connectivities(exact_knn(X, 50))
+    ours = kbet_per_label(conn, bat, lab)
+    # reference: diffusion map from a dense eigendecomposition, exact neighbours, scipy chi2
+    C = conn.toarray().astype(np.float64)
+    q = C.sum(0)
+    K = C / np.outer(q, q)
+    z = np.sqrt(K.sum(0))
+    with threadpool_limits(limits=1, user_api="blas"):  # threaded LAPACK is slow at this size
+        w, v = scipy.linalg.eigh(K / np.outer(z, z))
+    top = np.argsort(-np.abs(w))[:100]
+    w = w[top] + 1e-8
+    emb = v[:, top] * np.where(np.isclose(w, 1), w, w / (1 - w))
+    sq = (emb**2).sum(1)
+    D = sq[:, None] + sq[None, :] - 2 * emb @ emb.T
+    np.fill_diagonal(D, -1.0)  # self first
+    k0 = int(np.clip(np.floor(np.bincount(bat).mean() / 4), 10, 70))
+    nn = np.argsort(D, axis=1)[:, : k0 + 1]
+    freq = np.bincount(bat) / 1400
+    p = np.array([chisquare(np.bincount(bat[r], minlength=3), freq * (k0 + 1)).pvalue for r in nn])
+    ref = (p >= 0.05).mean()
+    assert 0.05 < ref < 0.95  # not degenerate
+    assert ours == pytest.approx(ref, abs=2e-3)  # at most ~2 of 1,400 cells differ (near ties)
