@@ -144,6 +144,8 @@ def run(
         extra=extra,
     )
     result = trainer.fit()
+    if not trainer.env.is_main:  # under torchrun only rank 0 evaluates and writes the run directory
+        return {}
     if result.best_checkpoint is not None:  # selected on validation retrieval, never on test
         model.load_checkpoint(result.best_checkpoint)
     _save_model(run_dir / "model.pt", model, tcfg, extra)
