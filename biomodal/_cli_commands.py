@@ -39,7 +39,13 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from biomodal.datasets import make_demo_spatial
 
     ds = make_demo_spatial(
-        args.out, n_donors=args.donors, sections_per_donor=args.sections_per_donor, seed=args.seed
+        args.out,
+        n_donors=args.donors,
+        sections_per_donor=args.sections_per_donor,
+        seed=args.seed,
+        spot_pitch_um=args.spot_pitch_um,
+        n_test_donors=args.n_test_donors,
+        small=args.small,
     )
     print(ds)
     return 0

@@ -47,6 +47,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--donors", type=int, default=3)
     p.add_argument("--sections-per-donor", type=int, default=2)
+    p.add_argument("--spot-pitch-um", type=float, default=None, help="spot centre-to-centre distance")
+    p.add_argument("--n-test-donors", type=int, default=1)
+    p.add_argument("--small", action="store_true", help="small slides for quick tests")
 
     sub.add_parser("recipes", help="list the shipped recipes")
     return parser

@@ -146,3 +146,20 @@ def test_load_rejects_non_recipe_checkpoint(tmp_path):
 def test_cli_run_override_error_names_key(tmp_path, capsys):
     assert main(["run", "spatial/demo", "--set", "trainer.max_stepz=3", "--out", str(tmp_path)]) == 2
     assert "max_stepz" in capsys.readouterr().err
+
+
+def test_demo_data_cli_and_reuse(tmp_path):
+    from biomodal.recipes._data import _demo_dataset
+    from biomodal.recipes.schema import DemoConfig
+
+    root = tmp_path / "demo"
+    assert main(["demo-data", str(root), "--donors", "3", "--sections-per-donor", "1", "--small"]) == 0
+    manifest = (root / "manifest.csv").read_text().splitlines()
+    assert len(manifest) == 1 + 3
+    stamp = (root / "manifest.csv").stat().st_mtime_ns
+    cfg = DemoConfig(n_donors=3, sections_per_donor=1, small=True)
+    ds = _demo_dataset(root, cfg)
+    assert (root / "manifest.csv").stat().st_mtime_ns == stamp, "matching data must be reused, not rewritten"
+    assert len(ds.sections) == 3
+    _demo_dataset(root, DemoConfig(n_donors=3, sections_per_donor=1, small=True, seed=1))
+    assert (root / "manifest.csv").stat().st_mtime_ns != stamp, "different parameters must regenerate"
