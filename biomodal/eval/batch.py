@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from biomodal._anndata import dense_matrix
 from biomodal.errors import DataError
 from biomodal.eval._kbet import graph_connectivity, kbet_per_label
 from biomodal.eval._knn import KNNGraph, exact_knn, knn_and_group_sums, umap_connectivities
@@ -59,20 +60,6 @@ def _nmi_ari(X: np.ndarray, label_codes: np.ndarray, n_init: int, seed: int) -> 
     return float(nmi), float(adjusted_rand_score(label_codes, pred))
 
 
-def _matrix(adata: Any, key: str, what: str) -> np.ndarray:
-    if key == "X":
-        M = adata.X
-    elif key in adata.obsm:
-        M = adata.obsm[key]
-    else:
-        raise DataError(
-            f"{what}: obsm key {key!r} not found; available obsm keys: {sorted(adata.obsm.keys())} (or 'X')"
-        )
-    if hasattr(M, "toarray"):
-        M = M.toarray()
-    return np.asarray(M)
-
-
 def _codes(values: Any, adata: Any, n: int, what: str) -> np.ndarray:
     if isinstance(values, str):
         if adata is None:
@@ -98,9 +85,9 @@ def _resolve(X_or_adata: Any, basis: str | None, X_pre: Any) -> tuple[np.ndarray
         adata = X_or_adata
         if basis is None:
             basis = "X_pca" if "X_pca" in adata.obsm else "X"
-        X = _matrix(adata, basis, "basis")
+        X = dense_matrix(adata, basis, "batch_metrics basis")
         if isinstance(X_pre, str):
-            X_pre = _matrix(adata, X_pre, "X_pre")
+            X_pre = dense_matrix(adata, X_pre, "batch_metrics X_pre")
     else:
         if basis is not None:
             raise DataError(f"basis={basis!r} needs an AnnData; an array was given")

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from biomodal._anndata import dense_matrix
 from biomodal.errors import DataError
 
 __all__ = ["CenterScale", "center_scale", "combat", "harmony"]
@@ -20,20 +21,6 @@ __all__ = ["CenterScale", "center_scale", "combat", "harmony"]
 
 def _is_adata(obj: Any) -> bool:
     return hasattr(obj, "obsm") and hasattr(obj, "obs")
-
-
-def _get_matrix(adata: Any, basis: str, fn: str) -> np.ndarray:
-    if basis == "X":
-        M = adata.X
-    elif basis in adata.obsm:
-        M = adata.obsm[basis]
-    else:
-        raise DataError(
-            f"{fn}: basis {basis!r} not in adata.obsm (available: {sorted(adata.obsm.keys())}, or 'X')"
-        )
-    if hasattr(M, "toarray"):
-        M = M.toarray()
-    return np.asarray(M)
 
 
 def _get_obs(adata: Any, key: str, fn: str) -> np.ndarray:
@@ -183,7 +170,7 @@ def center_scale(
     if not _is_adata(data):
         return CenterScale(scale=scale).fit_transform(data, key)
     adata = data.copy() if copy else data
-    X = _get_matrix(adata, basis, "center_scale")
+    X = dense_matrix(adata, basis, "center_scale basis")
     batch = _get_obs(adata, key, "center_scale")
     cs = CenterScale(scale=scale)
     Z = cs.fit_transform(X, batch)
@@ -258,7 +245,7 @@ def harmony(
     hp = import_optional("harmonypy", "batch")
     if _is_adata(data):
         adata = data.copy() if copy else data
-        X = _finite(_get_matrix(adata, basis, "harmony"), "harmony", f"basis {basis!r}")
+        X = _finite(dense_matrix(adata, basis, "harmony basis"), "harmony", f"basis {basis!r}")
         keys = [key] if isinstance(key, str) else list(key)
         meta = pd.DataFrame({k: _get_obs(adata, k, "harmony") for k in keys})
     else:
@@ -335,7 +322,7 @@ def combat(
     covariates = list(covariates or [])
     if _is_adata(data):
         adata = data.copy() if copy else data
-        X = _finite(_get_matrix(adata, "X", "combat"), "combat", "adata.X")
+        X = _finite(dense_matrix(adata, "X", "combat"), "combat", "adata.X")
         obs = {"_batch": _get_obs(adata, key, "combat")}
         for c in covariates:
             if c not in adata.obs.columns:
