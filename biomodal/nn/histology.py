@@ -208,8 +208,6 @@ def _maybe_load(
     modality="histology",
     input_kind="image",
     input_shape={"tile_px": 112, "in_chans": 3},
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
     description="small conv net trained from scratch (CPU friendly, 64-112 px tiles)",
 )
 def _build_cnn_small(
@@ -233,8 +231,6 @@ def _build_cnn_small(
     modality="histology",
     input_kind="image",
     input_shape={"tile_px": 112, "in_chans": 3},
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
     description="small ViT (dim 192, 4 blocks, patch 16) trained from scratch, plain PyTorch",
 )
 def _build_vit_tiny(

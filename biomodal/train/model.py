@@ -57,6 +57,10 @@ def _fmt(n: int) -> str:
     return str(n)
 
 
+#: Encoder input kinds whose recorded mean/std the model applies to [0, 1] pixel tensors.
+_PIXEL_INPUTS = ("image", "volume")
+
+
 class ContrastiveModel(nn.Module):
     """Encoders + projection heads + contrastive loss (+ optional batch adversary).
 
@@ -148,10 +152,18 @@ class ContrastiveModel(nn.Module):
         return tuple(self.encoders.keys())
 
     def encode(self, name: str, x: Tensor, batch: Tensor | None = None) -> Tensor:
-        """Embed one modality: encoder -> head -> L2 normalisation, shape ``(B, embed_dim)``."""
+        """Embed one modality: encoder -> head -> L2 normalisation, shape ``(B, embed_dim)``.
+
+        Image and volume inputs arrive as ``[0, 1]`` tensors; when the encoder's spec records a
+        mean/std (pretrained backbones do), ``(x - mean) / std`` is applied first, so datasets,
+        checkpoints and ``biomodal embed`` never need to know a backbone's normalisation.
+        """
         if name not in self.encoders:
             raise DataError(f"model has no encoder for {name!r}; modalities are {list(self.modalities)}")
         enc = self.encoders[name]
+        spec = getattr(enc, "spec", None)
+        if spec is not None and spec.input_kind in _PIXEL_INPUTS and spec.mean is not None:
+            x = spec.normalize(x)  # the recorded input normalisation (a backbone's ImageNet stats)
         feats = enc(x, batch=batch) if self._takes_batch[name] else enc(x)
         z = self.heads[name](feats)
         return F.normalize(z, dim=-1)

@@ -146,11 +146,12 @@ def test_spec_overrides_roundtrip_and_rebuild():
 
 
 def test_spec_normalize_matches_manual():
-    s = encoder_spec("cnn_small")
+    s = encoder_spec("uni")  # a pretrained backbone: records ImageNet mean/std
     x = torch.rand(2, 3, 4, 4)
     ref = torch.stack([(x[:, c] - s.mean[c]) / s.std[c] for c in range(3)], dim=1)
     assert torch.allclose(s.normalize(x), ref)
     assert torch.equal(encoder_spec("mlp").normalize(x), x)
+    assert torch.equal(encoder_spec("cnn_small").normalize(x), x)  # trained from scratch on [0, 1] pixels
 
 
 def test_register_custom_encoder():
