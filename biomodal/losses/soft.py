@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,6 +30,21 @@ def _source_target(names: list[str], source: str | None, target: str | None) -> 
     if source == target:
         raise ConfigError(f"source and target must differ, got {source!r}")
     return source, target  # type: ignore[return-value]
+
+
+def _directed_pair(
+    loss: ContrastiveLoss, embeddings: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None
+) -> tuple[str, str, GlobalBatch, Any, Tensor, LossOutput | None]:
+    """Parse inputs of a source -> target loss; the last item is a zero output when no row pairs."""
+    embs, msk = loss.parse(embeddings, masks)
+    src, tgt = _source_target(list(embs), loss.source, loss.target)
+    gb = GlobalBatch(embs, msk)
+    sel = gb.select([src, tgt])
+    scale = loss._scale(embs[src])
+    if sel.n_global == 0:
+        zero = gb.anchor_zero()
+        return src, tgt, gb, sel, scale, LossOutput(zero, {f"{src}-{tgt}": zero})
+    return src, tgt, gb, sel, scale, None
 
 
 def _soft_ce(logits: Tensor, targets: Tensor) -> Tensor:
@@ -83,14 +99,9 @@ class SoftClipLoss(ContrastiveLoss):
         reference_kind: str = "auto",
     ) -> LossOutput:
         """Compute the loss (``reference`` optional, see the class docstring)."""
-        embs, msk = self.parse(embeddings, masks)
-        src, tgt = _source_target(list(embs), self.source, self.target)
-        gb = GlobalBatch(embs, msk)
-        sel = gb.select([src, tgt])
-        scale = self._scale(embs[src])
-        if sel.n_global == 0:
-            zero = gb.anchor_zero()
-            return LossOutput(zero, {f"{src}-{tgt}": zero})
+        src, tgt, gb, sel, scale, empty = _directed_pair(self, embeddings, masks)
+        if empty is not None:
+            return empty
         x, y = sel.local[src], sel.local[tgt]
         if reference is None:
             sim = y @ sel.glob[tgt].T
@@ -148,14 +159,9 @@ class BiMixCoLoss(ContrastiveLoss):
         mix_lambda: Tensor | float | None = None,
     ) -> LossOutput:
         """Compute the loss (see the class docstring for ``mix_perm`` and ``mix_lambda``)."""
-        embs, msk = self.parse(embeddings, masks)
-        src, tgt = _source_target(list(embs), self.source, self.target)
-        gb = GlobalBatch(embs, msk)
-        sel = gb.select([src, tgt])
-        scale = self._scale(embs[src])
-        if sel.n_global == 0:
-            zero = gb.anchor_zero()
-            return LossOutput(zero, {f"{src}-{tgt}": zero})
+        src, tgt, gb, sel, scale, empty = _directed_pair(self, embeddings, masks)
+        if empty is not None:
+            return empty
         n_local = gb.shard.sizes[gb.shard.rank]
         if mix_perm is None:
             perm = torch.arange(n_local, device=gb.device)
