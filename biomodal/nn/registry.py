@@ -29,7 +29,14 @@ from biomodal._registry import Registry
 from biomodal.errors import ConfigError
 from biomodal.modalities import MODALITIES
 
-__all__ = ["EncoderSpec", "create_encoder", "encoder_spec", "list_encoders", "register_encoder"]
+__all__ = [
+    "EncoderSpec",
+    "create_encoder",
+    "encoder_factory",
+    "encoder_spec",
+    "list_encoders",
+    "register_encoder",
+]
 
 INPUT_KINDS = ("image", "volume", "vector", "tokens", "signal", "sequence")
 #: keys that ``create_encoder`` accepts for every encoder and records in the spec
@@ -302,6 +309,16 @@ def encoder_spec(name: str, **cfg: Any) -> EncoderSpec:
         spec.weights = os.fspath(cfg["pretrained_path"])
     spec.config = dict(cfg)
     return spec
+
+
+def encoder_factory(name: str) -> Callable[..., nn.Module]:
+    """The builder registered for ``name`` (a family's builder for ``"timm:..."`` names).
+
+    Callers inspect its signature to know which keyword arguments it takes (the recipe layer
+    passes a modality's input spec, e.g. ``in_features``, only to builders that take it).
+    """
+    key, _ = _split(name)
+    return _REGISTRY.get(key)
 
 
 def list_encoders(

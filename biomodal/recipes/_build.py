@@ -2,39 +2,73 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from biomodal.errors import ConfigError
 from biomodal.recipes.schema import Recipe
 
 
-def build_model(recipe: Recipe, *, n_genes: int, n_batches: int) -> Any:
+def _accepts(factory: Any, key: str) -> bool:
+    """Whether an encoder builder takes keyword ``key`` (explicitly or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == key or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def build_loss(recipe: Recipe) -> Any:
+    """The recipe's loss: one registered loss, or a schedule of stages."""
+    from biomodal.losses import get_loss
+
+    if not isinstance(recipe.loss, list):
+        return get_loss(recipe.loss.name, **recipe.loss.params)
+    from biomodal.losses import ScheduledLoss
+
+    stages = [(get_loss(s.name, **s.params), s.until_step) for s in recipe.loss]
+    return ScheduledLoss(stages, names=[s.name for s in recipe.loss])
+
+
+def build_model(
+    recipe: Recipe,
+    *,
+    input_specs: Mapping[str, Mapping[str, Any]],
+    n_batches: int,
+) -> Any:
     """Build the :class:`~biomodal.train.ContrastiveModel` a recipe describes.
 
     Parameters
     ----------
     recipe
         The validated recipe.
-    n_genes
-        Size of the fitted gene panel (input of the expression encoder).
+    input_specs
+        ``{modality: {builder keyword: value}}`` from the family (``{"in_features": 213}``
+        for a gene panel); each value is given to the modality's encoder builder when the
+        builder takes that keyword and the recipe does not set it.
     n_batches
-        Number of batch categories (for conditional normalisation and the adversary).
+        Number of batch categories of the training data (for conditional normalisation, given
+        to every builder taking ``n_batches``, and for the adversary).
     """
     import torch
 
-    from biomodal.losses import get_loss
     from biomodal.nn import BatchDiscriminator, create_encoder
     from biomodal.nn.finetune import apply_lora, freeze, unfreeze_last
+    from biomodal.nn.registry import encoder_factory
     from biomodal.train import ContrastiveModel
 
     torch.manual_seed(recipe.seed)
     encoders = {}
     for name, cfg in recipe.modalities.items():
         params = dict(cfg.params)
-        if name == "expression":
-            params.setdefault("in_features", n_genes)
-            if recipe.batch_correction.conditional_norm:
-                params.setdefault("n_batches", n_batches)
+        factory = encoder_factory(cfg.encoder)
+        wanted = dict(input_specs.get(name, {}))
+        if recipe.batch_correction.conditional_norm:
+            wanted["n_batches"] = n_batches
+        for key, value in wanted.items():
+            if _accepts(factory, key):
+                params.setdefault(key, value)
         enc = create_encoder(cfg.encoder, **params)
         if cfg.freeze:
             freeze(enc)
@@ -44,14 +78,14 @@ def build_model(recipe: Recipe, *, n_genes: int, n_batches: int) -> Any:
         if cfg.lora:
             enc = apply_lora(enc, **cfg.lora)
         encoders[name] = enc
-    loss = get_loss(recipe.loss.name, **recipe.loss.params)
+    loss = build_loss(recipe)
     adv = recipe.batch_correction.adversarial
     adversary = None
     if adv.weight > 0:
         if n_batches < 2:
             raise ConfigError(
                 f"batch_correction.adversarial needs >= 2 training batches of data.batch_key "
-                f"{recipe.data.batch_key!r}; the training sections have {n_batches}"
+                f"{getattr(recipe.data, 'batch_key', None)!r}; the training data have {n_batches}"
             )
         start = adv.max_reversal if adv.schedule == "constant" else 0.0
         adversary = BatchDiscriminator(recipe.model.embed_dim, n_batches, hidden=(adv.hidden,), weight=start)

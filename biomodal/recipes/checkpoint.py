@@ -1,9 +1,11 @@
 """Reuse a trained recipe: load a self-describing checkpoint, re-evaluate it, embed new data.
 
 A recipe checkpoint is a trainer checkpoint whose ``extra`` records the
-resolved recipe, the fitted gene pipeline (panel and normalisation), the tile
-geometry and the batch categories, so that a model is rebuilt exactly and
-refuses data it was not trained for.
+resolved recipe, its family, one fitted preprocessor state per modality (the gene
+panel and normalisation of ``expression``, the tile geometry of ``histology``...),
+the input spec each encoder was built with and the batch categories, so that a
+model is rebuilt exactly and refuses data it was not trained for. The family
+plugin rebuilds and validates the preprocessors; this module knows no modality.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from biomodal.errors import CheckpointError
 
 __all__ = ["embed_h5ad", "evaluate_checkpoint", "load"]
 
-_NEEDED = ("recipe", "genes", "dataset", "batch_categories")
+_NEEDED = ("recipe", "preprocessors", "input_specs", "batch_categories")
 
 
 def _read(path: str | os.PathLike) -> dict[str, Any]:
@@ -31,13 +33,18 @@ def _read(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found (give a .pt file or a run directory with model.pt)")
     ckpt = load_checkpoint(p)
-    extra = ckpt.get("extra") or {}
+    from biomodal.recipes.families import DEFAULT_FAMILY, get_family
+
+    extra = dict(ckpt.get("extra") or {})
+    if "recipe" in extra:  # checkpoints from before family plugins: the family converts them
+        extra = get_family(str(extra.get("family", DEFAULT_FAMILY))).upgrade_checkpoint(extra)
     missing = [k for k in _NEEDED if k not in extra]
     if missing:
         raise CheckpointError(
             f"{p}: not a recipe checkpoint (extra lacks {', '.join(missing)}); "
             "load plain trainer checkpoints with ContrastiveModel.load_checkpoint"
         )
+    ckpt["extra"] = extra
     ckpt["_path"] = str(p)
     return ckpt
 
@@ -55,18 +62,32 @@ def load(checkpoint: str | os.PathLike) -> Any:
     -------
     ContrastiveModel
         In eval mode, with attributes ``recipe`` (:class:`~biomodal.recipes.Recipe`),
-        ``gene_pipeline`` (fitted :class:`~biomodal.pp.GenePipeline`), ``dataset_spec``
-        (tile size, mpp, batch key) and ``checkpoint_path``.
+        ``family`` (the family plugin), ``preprocessors`` (one fitted preprocessor per
+        modality, e.g. the gene pipeline of ``expression``), ``input_specs``,
+        ``batch_categories`` and ``checkpoint_path``.
+
+    Raises
+    ------
+    CheckpointError
+        The file is not a recipe checkpoint, a preprocessor does not fit the encoder it
+        feeds (named by modality), or the weights do not fit the recorded recipe.
     """
-    from biomodal.pp import GenePipeline
     from biomodal.recipes._build import build_model
+    from biomodal.recipes.families import get_family
     from biomodal.recipes.schema import load_recipe
 
     ckpt = _read(checkpoint)
     extra = ckpt["extra"]
     recipe = load_recipe(extra["recipe"])
-    pipeline = GenePipeline.from_state_dict(extra["genes"])
-    model = build_model(recipe, n_genes=len(pipeline.var_names_), n_batches=len(extra["batch_categories"]))
+    family = get_family(recipe.data.family)
+    preprocessors = family.load_preprocessors(extra["preprocessors"])
+    missing = [m for m in extra["preprocessors"] if m not in preprocessors]
+    if missing:
+        raise CheckpointError(
+            f"{ckpt['_path']}: family {family.name!r} cannot rebuild preprocessors of {missing}"
+        )
+    family.check_checkpoint(preprocessors, extra["input_specs"])
+    model = build_model(recipe, input_specs=extra["input_specs"], n_batches=len(extra["batch_categories"]))
     try:
         model.load_checkpoint(ckpt)
     except CheckpointError:
@@ -75,8 +96,9 @@ def load(checkpoint: str | os.PathLike) -> Any:
         raise CheckpointError(f"{ckpt['_path']}: weights do not fit the recorded recipe ({exc})") from exc
     model.eval()
     model.recipe = recipe
-    model.gene_pipeline = pipeline
-    model.dataset_spec = dict(extra["dataset"])
+    model.family = family
+    model.preprocessors = preprocessors
+    model.input_specs = dict(extra["input_specs"])
     model.batch_categories = list(extra["batch_categories"])
     model.checkpoint_path = ckpt["_path"]
     return model
@@ -88,7 +110,6 @@ def evaluate_checkpoint(
     """Re-evaluate a checkpoint on its recipe's held-out split; write ``metrics.json`` to ``out``."""
     import json
 
-    from biomodal.recipes._data import prepare_data
     from biomodal.recipes._evaluate import evaluate
     from biomodal.recipes.runner import _atomic_write, format_metrics
 
@@ -96,7 +117,7 @@ def evaluate_checkpoint(
     ckpt_path = Path(model.checkpoint_path)
     out_dir = Path(out) if out is not None else ckpt_path.parent / f"eval_{ckpt_path.stem}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    prepared = prepare_data(model.recipe, out_dir, pipeline=model.gene_pipeline)
+    prepared = model.family.prepare(model.recipe, out_dir, preprocessors=model.preprocessors)
     metrics = evaluate(model.recipe, model, prepared, out_dir)
     metrics["recipe"] = model.recipe.name
     metrics["checkpoint"] = str(ckpt_path)
@@ -106,30 +127,19 @@ def evaluate_checkpoint(
 
 
 def embed_h5ad(checkpoint: str | os.PathLike, data: str | os.PathLike, output: str | os.PathLike) -> Any:
-    """Embed every spot of an ``.h5ad`` section with a checkpoint; write ``obsm['X_biomodal_<m>']``.
+    """Embed every item of a new file with a checkpoint; write ``obsm['X_biomodal_<m>']``.
 
-    The section must follow the spatial convention (``obsm['spatial']`` and
-    ``uns['spatial']`` naming its slide) and cover the checkpoint's gene panel;
-    a mismatched panel is refused with the missing genes listed. The output is
-    written atomically (temporary file, then rename): an existing file is never
-    left half-written.
+    The family of the checkpoint's recipe reads the file (the spatial family takes an
+    ``.h5ad`` section following the spatial convention, covering the checkpoint's gene panel;
+    a mismatched panel is refused with the missing genes listed). The output is written
+    atomically (temporary file, then rename): an existing file is never left half-written.
     """
     import numpy as np
 
-    from biomodal.data import SpotTileDataset
     from biomodal.eval import embed
-    from biomodal.io import read_h5ad
 
     model = load(checkpoint)
-    spec = model.dataset_spec
-    adata = read_h5ad(data)
-    model.gene_pipeline.check_compatible(adata.var_names, allow_extra=True)
-    bkey = spec.get("batch_key", "batch")
-    if bkey not in adata.obs:
-        adata.obs[bkey] = "unseen"
-    ds = SpotTileDataset(
-        [adata], tile_um=spec["tile_um"], tile_px=spec["tile_px"], genes=model.gene_pipeline, batch_key=bkey
-    )
+    ds, adata = model.family.embed_file(model, Path(data))
     emb = embed(model, ds, progress=False)
     out = adata.copy()
     for name in model.modalities:

@@ -46,23 +46,15 @@ def _save_model(path: Path, model: Any, config: Any, extra: dict[str, Any]) -> N
     save_checkpoint(payload, path)
 
 
-def _val_fn(prepared: Any, ks: tuple[int, ...]) -> Any:
-    """Full-set validation retrieval (mean of both directions' recall@1) for early stopping."""
-    from biomodal.eval import embed, retrieval
-
-    val = prepared.eval_datasets.get("val")
-    if val is None:
-        return None
-
-    def fn(model: Any) -> dict[str, float]:
-        emb = embed(model, val, modalities=["histology", "expression"], progress=False)
-        a = retrieval(emb["histology"], emb["expression"], ks=ks)
-        b = retrieval(emb["expression"], emb["histology"], ks=ks)
-        out = {f"val/{k}_mean": (a[k] + b[k]) / 2 for k in a if k.startswith("recall@")}
-        out["val/median_rank_mean"] = (a["median_rank"] + b["median_rank"]) / 2
-        return out
-
-    return fn
+def checkpoint_extra(rec: Recipe, prepared: Any) -> dict[str, Any]:
+    """What a recipe checkpoint records beside the weights (see :mod:`biomodal.recipes.checkpoint`)."""
+    return {
+        "recipe": rec.to_dict(),
+        "family": rec.data.family,
+        "preprocessors": {m: p.state_dict() for m, p in prepared.preprocessors.items()},
+        "input_specs": {m: dict(v) for m, v in prepared.input_specs.items()},
+        "batch_categories": [str(c) for c in prepared.batch_categories],
+    }
 
 
 def run(
@@ -96,25 +88,27 @@ def run(
 
     from biomodal.data import BatchAwareSampler
     from biomodal.recipes._build import ReversalSchedule, build_model
-    from biomodal.recipes._data import prepare_data
-    from biomodal.recipes._evaluate import evaluate
+    from biomodal.recipes._evaluate import evaluate, resolve_protocols, validation
+    from biomodal.recipes.families import get_family
     from biomodal.train import TrainConfig, Trainer
 
+    family = get_family(rec.data.family)
     run_dir = rec.run_dir(out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if rec.data.source == "demo" and rec.data.demo.root is None:
-        # record where the generated data lives so `biomodal eval` finds it again
-        rec.data.demo.root = str((run_dir / "data").resolve())
+    family.on_run_dir(rec.data, run_dir)
     _atomic_write(run_dir / "recipe.yaml", yaml.safe_dump(rec.to_dict(), sort_keys=False))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
-    prepared = prepare_data(rec, run_dir)
+    prepared = family.prepare(rec, run_dir)
     train_ds = prepared.datasets["train"]
-    model = build_model(
-        rec, n_genes=len(prepared.pipeline.var_names_), n_batches=len(train_ds.batch_categories)
-    )
-    untrained = copy.deepcopy(model)
-    tcfg = TrainConfig.from_dict({"seed": rec.seed, **rec.trainer})
+    model = build_model(rec, input_specs=prepared.input_specs, n_batches=len(prepared.batch_categories))
+    needs_untrained = any(info.needs_untrained for info, _ in resolve_protocols(rec))
+    untrained = copy.deepcopy(model) if needs_untrained else None
+    val_fn, monitor = validation(rec, prepared)
+    defaults: dict[str, Any] = {"seed": rec.seed}
+    if monitor is not None:  # the metric early stopping and best.pt follow comes from the protocol
+        defaults["early_stopping_metric"] = monitor
+    tcfg = TrainConfig.from_dict({**defaults, **rec.trainer})
     sampler = None
     if rec.batch_correction.sampler != "none":
         sampler = BatchAwareSampler(
@@ -124,12 +118,7 @@ def run(
             mix_fraction=rec.batch_correction.mix_fraction,
             seed=rec.seed,
         )
-    extra = {
-        "recipe": rec.to_dict(),
-        "genes": prepared.pipeline.state_dict(),
-        "dataset": train_ds.spec,
-        "batch_categories": list(train_ds.batch_categories),
-    }
+    extra = checkpoint_extra(rec, prepared)
     adv = rec.batch_correction.adversarial
     callbacks = [ReversalSchedule(adv.max_reversal, adv.schedule)] if adv.weight > 0 else []
     trainer = Trainer(
@@ -139,7 +128,7 @@ def run(
         train_data=train_ds,
         val_data=prepared.eval_datasets.get("val"),
         batch_sampler=sampler,
-        val_fn=_val_fn(prepared, tuple(rec.eval.ks)),
+        val_fn=val_fn,
         callbacks=callbacks,
         extra=extra,
     )
@@ -167,42 +156,22 @@ def run(
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    """Render a readable Markdown table of the headline metrics (chance and baselines beside them)."""
+    """Render a readable Markdown table per metrics section (each protocol renders its own)."""
+    from biomodal.eval.protocols import get_protocol, list_protocols
+
+    unit = metrics.get("unit", "items")
     lines = [
         f"## {metrics.get('recipe', 'run')}: held-out {metrics.get('split', 'test')} "
-        f"({metrics.get('n_test', '?')} spots)",
-        "",
-        "| retrieval | R@1 | R@5 | R@10 | chance@1 | chance@10 | median rank |",
-        "|---|---|---|---|---|---|---|",
+        f"({metrics.get('n_test', '?')} {unit})",
     ]
-    nan = float("nan")
-    for name, r in metrics.get("retrieval", {}).items():
-        r5, r10, c10 = r.get("recall@5", nan), r.get("recall@10", nan), r.get("chance@10", nan)
-        lines.append(
-            f"| {name} | {r['recall@1']:.3f} | {r5:.3f} | {r10:.3f} "
-            f"| {r['chance@1']:.4f} | {c10:.4f} | {r['median_rank']:.0f} |"
-        )
-    e = metrics.get("expression", {})
-    if e:
-        lines += ["", "| expression (Pearson, top HVGs) | value |", "|---|---|"]
-        for key in (
-            "pearson_mean",
-            "knn_pearson_mean",
-            "baseline_pearson_mean",
-            "colour_histogram_pearson_mean",
-        ):
-            if key in e:
-                lines.append(f"| {key} | {e[key]:.3f} |")
-    for lab, res in metrics.get("probe", {}).items():
-        lines += ["", f"| linear probe: {lab} | balanced acc | chance |", "|---|---|---|"]
-        for mod, r in res.items():
-            bal, chance = r.get("balanced_accuracy", nan), r.get("chance_uniform", nan)
-            lines.append(f"| {mod} | {bal:.3f} | {chance:.3f} |")
-    b = metrics.get("batch", {})
-    rows = {k: v for k, v in b.items() if isinstance(v, dict)}
-    if rows:
-        keys = list(next(iter(rows.values())))
-        lines += ["", "| batch/bio metrics | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-        for name, vals in rows.items():
-            lines.append(f"| {name} | " + " | ".join(f"{vals[k]:.3f}" for k in keys) + " |")
+    names = metrics.get("protocols") or list_protocols()
+    seen: set[str] = set()
+    for name in names:
+        info = get_protocol(name)
+        if info.section in seen or info.markdown is None or not metrics.get(info.section):
+            continue
+        seen.add(info.section)
+        body = info.markdown(metrics[info.section])
+        if body:
+            lines += ["", *body]
     return "\n".join(lines) + "\n"

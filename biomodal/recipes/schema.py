@@ -16,10 +16,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from biomodal.errors import ConfigError
 from biomodal.modalities import MODALITIES
+from biomodal.recipes.families import DEFAULT_FAMILY, FamilyConfig, get_family
 
 __all__ = ["SHIPPED_DIR", "Recipe", "apply_overrides", "load_recipe"]
 
@@ -29,78 +38,6 @@ SHIPPED_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SectionConfig(_Strict):
-    """One tissue section of a real dataset.
-
-    For ``legacy_st`` give ``counts``, ``spots`` and ``image``; for ``visium`` and
-    ``xenium`` give ``path``; for ``h5ad`` give ``path`` (and ``slide`` when the
-    file does not record it). Relative paths resolve against ``data.root``.
-    """
-
-    name: str
-    split: Literal["train", "val", "test"]
-    donor: str | None = None
-    batch: str | None = None
-    counts: str | None = None
-    spots: str | None = None
-    image: str | None = None
-    path: str | None = None
-    slide: str | None = None
-    mpp: float | None = Field(default=None, gt=0)
-    labels: str | None = None
-
-
-class DemoConfig(_Strict):
-    """Parameters of the generated multi-donor demo data."""
-
-    n_donors: int = Field(default=3, ge=2)
-    sections_per_donor: int = Field(default=2, ge=1)
-    seed: int = 0
-    small: bool = False
-    spot_pitch_um: float | None = Field(default=None, gt=0)
-    n_test_donors: int = Field(default=1, ge=1)
-    root: str | None = None
-
-
-class GenesConfig(_Strict):
-    """The gene pipeline (fitted on training sections only)."""
-
-    n_top_genes: int | None = Field(default=256, ge=1)
-    hvg: Literal["union", "none"] = "union"
-    normalize: Literal["total_log1p", "none"] = "total_log1p"
-    target_sum: float = 1e4
-    scale: bool = False
-    post_hoc: Literal["none", "combat", "center_scale"] = "none"
-
-
-class DataConfig(_Strict):
-    """Where the sections come from and how spots become (tile, expression) pairs."""
-
-    source: Literal["demo", "legacy_st", "visium", "xenium", "h5ad"] = "demo"
-    root: str | None = None
-    demo: DemoConfig = DemoConfig()
-    sections: list[SectionConfig] = []
-    tile_um: float = Field(default=112.0, gt=0)
-    mpp: float = Field(default=1.0, gt=0)
-    genes: GenesConfig = GenesConfig()
-    batch_key: str = "sample"
-    label_key: str | None = None
-    augment: bool = True
-    cache: Literal["memory", "preload", "none"] = "memory"
-    xenium_pseudo_spot_um: float | None = None
-
-    @model_validator(mode="after")
-    def _sections_needed(self) -> DataConfig:
-        if self.source != "demo":
-            if not self.sections:
-                raise ValueError(f"data.sections is required when data.source is {self.source!r}")
-            splits = {s.split for s in self.sections}
-            for need in ("train", "test"):
-                if need not in splits:
-                    raise ValueError(f"data.sections needs at least one section with split: {need}")
-        return self
 
 
 class ModalityConfig(_Strict):
@@ -121,10 +58,16 @@ class ModelConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """The contrastive objective (any name from ``biomodal.losses.list_losses()``)."""
+    """The contrastive objective (any name from ``biomodal.losses.list_losses()``).
+
+    In a list of stages (``loss: [{name: bimixco, until_step: 300}, {name: softclip}]``) each
+    stage but the last names the optimiser step it ends at (MindEye2 trains BiMixCo first,
+    then SoftCLIP).
+    """
 
     name: str = "clip"
     params: dict[str, Any] = {}
+    until_step: int | None = Field(default=None, ge=1)
 
 
 class AdversarialConfig(_Strict):
@@ -150,17 +93,41 @@ class BatchCorrectionConfig(_Strict):
     post_hoc: Literal["none", "harmony", "center_scale"] = "none"
 
 
-class EvalConfig(_Strict):
-    """What the run reports."""
+class ProtocolSpec(_Strict):
+    """One evaluation protocol (a name from ``biomodal.eval.protocols.list_protocols()``)."""
 
-    ks: list[int] = [1, 5, 10]
-    within_section: bool = True
-    pca_components: int = 256
-    top_genes: int = 50
-    knn_k: int = 50
-    probe_labels: list[str] = []
-    batch_metrics: bool = True
-    baselines: bool = True
+    name: str
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _typed_params(self) -> ProtocolSpec:
+        from biomodal.eval.protocols import get_protocol
+
+        info = get_protocol(self.name)  # ConfigError with did-you-mean
+        parsed = info.parse(self.params)
+        object.__setattr__(self, "params", parsed.model_dump(mode="json"))
+        return self
+
+    def parsed(self) -> Any:
+        """The protocol's typed config."""
+        from biomodal.eval.protocols import get_protocol
+
+        return get_protocol(self.name).parse(self.params)
+
+
+class EvalConfig(_Strict):
+    """What the run reports: the protocols, on which held-out split, with or without plots.
+
+    A recipe without ``protocols`` gets its family's default list (families also accept
+    their own shorthand keys here, e.g. the spatial family's ``top_genes``).
+    """
+
+    protocols: list[ProtocolSpec] = []
     plots: bool = True
     split: Literal["test", "val"] = "test"
 
@@ -171,23 +138,83 @@ class OutputConfig(_Strict):
     dir: str = "runs/{name}"
 
 
+def _default_data() -> FamilyConfig:
+    return get_family(DEFAULT_FAMILY).config()
+
+
 class Recipe(_Strict):
-    """A complete, validated recipe."""
+    """A complete, validated recipe.
+
+    ``data.family`` picks the modality-family plugin (``spatial`` when absent, as in recipes
+    written before families existed); it also supplies default ``modalities`` and
+    ``eval.protocols`` when the recipe gives none.
+    """
 
     name: str = "recipe"
     seed: int = 0
-    data: DataConfig = DataConfig()
-    modalities: dict[str, ModalityConfig] = {
-        "histology": ModalityConfig(encoder="cnn_small"),
-        "expression": ModalityConfig(encoder="mlp"),
-    }
+    data: SerializeAsAny[FamilyConfig] = Field(default_factory=_default_data)
+    modalities: dict[str, ModalityConfig] = {}
     model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
+    loss: LossConfig | list[LossConfig] = LossConfig()
     batch_correction: BatchCorrectionConfig = BatchCorrectionConfig()
     trainer: dict[str, Any] = {}
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
     sweep: dict[str, list[str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        raw = dict(raw)
+        data = raw.get("data")
+        if isinstance(data, FamilyConfig):
+            family, data_raw = data.family, data.model_dump(mode="json")
+        else:
+            data_raw = dict(data or {})
+            family = data_raw.setdefault("family", DEFAULT_FAMILY)
+            raw["data"] = data_raw
+        try:
+            plugin = get_family(str(family))
+        except ConfigError:
+            return raw  # the data validator reports the unknown family under data.family
+        if not raw.get("modalities"):
+            raw["modalities"] = plugin.default_modalities()
+        ev = raw.get("eval")
+        ev = dict(ev.model_dump(mode="json") if isinstance(ev, EvalConfig) else (ev or {}))
+        if not ev.get("protocols"):
+            ev["protocols"] = plugin.default_protocols(ev, data_raw)
+        raw["eval"] = ev
+        return raw
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _family_config(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            try:
+                plugin = get_family(str(v.get("family", DEFAULT_FAMILY)))
+            except ConfigError as exc:
+                raise ValueError(f"family: {exc}") from None
+            return plugin.config.model_validate(v)
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _stages(cls, v: LossConfig | list[LossConfig]) -> LossConfig | list[LossConfig]:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("loss: give one loss or a non-empty list of stages")
+            ends = [s.until_step for s in v[:-1]]
+            if any(e is None for e in ends):
+                raise ValueError("loss: every stage but the last needs until_step")
+            if any(b <= a for a, b in zip(ends, ends[1:])):  # type: ignore[operator]
+                raise ValueError(f"loss: until_step must increase from stage to stage, got {ends}")
+            if v[-1].until_step is not None:
+                raise ValueError("loss: the last stage runs to the end; drop its until_step")
+        elif v.until_step is not None:
+            raise ValueError("loss.until_step only makes sense in a list of stages")
+        return v
 
     @field_validator("modalities")
     @classmethod
@@ -218,37 +245,67 @@ class Recipe(_Strict):
         return self.model_dump(mode="json")
 
 
-def _model_for_path(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """Walk the schema along an error location to find the model owning the last key."""
+def _model_for_path(loc: tuple[Any, ...], raw: Any) -> type[BaseModel] | None:
+    """Walk the schema (and the raw input beside it) to find the model owning the last key.
+
+    ``data`` resolves to the family's config class and ``eval.protocols[i]`` to the protocol's
+    config class, read from the raw recipe, so unknown keys there get their own allowed list.
+    """
+    from biomodal.eval.protocols import get_protocol
+
     model: Any = Recipe
+    node: Any = raw
     for part in loc[:-1]:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         if isinstance(part, int):
             continue
         if model is None or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        if model is ProtocolSpec and part == "params":
             return None
         field = model.model_fields.get(str(part))
         if field is None:
             return None
         ann = field.annotation
-        args = getattr(ann, "__args__", ())
+        args = [x for a in getattr(ann, "__args__", ()) for x in (a, *getattr(a, "__args__", ()))]
         sub = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
         model = sub[0] if sub else None
+        if model is FamilyConfig:
+            fam = node.get("family", DEFAULT_FAMILY) if isinstance(node, dict) else DEFAULT_FAMILY
+            try:
+                model = get_family(str(fam)).config
+            except ConfigError:
+                return None
+    if model is ProtocolSpec:  # an unknown key of a protocol's params
+        name = node.get("name") if isinstance(node, dict) else None
+        try:
+            return get_protocol(str(name)).config
+        except ConfigError:
+            return None
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _format_validation_error(exc: ValidationError, source: str) -> str:
+def _has(node: Any, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _format_validation_error(exc: ValidationError, source: str, raw: Any = None) -> str:
     lines = [f"invalid recipe {source}:"]
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(p for p in loc if p not in ("LossConfig", "list[LossConfig]"))
         key = ".".join(str(p) for p in loc) or "<root>"
         if err["type"] == "extra_forbidden":
-            owner = _model_for_path(loc)
+            owner = _model_for_path(loc, raw)
             allowed = sorted(owner.model_fields) if owner else []
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f" Did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
             lines.append(f"  - unknown key {key!r}; allowed here: {', '.join(allowed)}.{hint}")
         else:
-            lines.append(f"  - {key}: {err['msg']} (got {err.get('input')!r})")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"  - {key}: {msg} (got {err.get('input')!r})")
     return "\n".join(lines)
 
 
@@ -329,7 +386,7 @@ def load_recipe(
     try:
         parsed = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, source, raw)) from None
     _resolve_paths(parsed, base_dir)
     return parsed
 
@@ -343,9 +400,4 @@ def _resolve_paths(recipe: Recipe, base_dir: Path | None) -> None:
             root = base_dir / root
     else:
         root = base_dir or Path.cwd()
-    for sec in data.sections:
-        for attr in ("counts", "spots", "image", "path", "slide", "labels"):
-            val = getattr(sec, attr)
-            if val:
-                p = Path(os.path.expandvars(os.path.expanduser(val)))
-                setattr(sec, attr, str(p if p.is_absolute() else (root / p).resolve()))
+    get_family(data.family).resolve_paths(data, root)

@@ -20,27 +20,8 @@ from biomodal.recipes.schema import Recipe, load_recipe
 
 __all__ = ["run_sweep", "sweep_table"]
 
-_COLUMNS = (
-    ("retrieval.histology_to_expression.recall@1", "h->e R@1"),
-    ("retrieval.histology_to_expression.recall@10", "h->e R@10"),
-    ("retrieval.expression_to_histology.recall@10", "e->h R@10"),
-    ("retrieval.histology_to_expression.chance@10", "chance@10"),
-    ("expression.pearson_mean", "HEST r"),
-    ("expression.baseline_pearson_mean", "untrained r"),
-    ("expression.knn_pearson_mean", "kNN r"),
-    ("batch.joint.ilisi", "iLISI"),
-    ("batch.joint.asw_batch", "ASW batch"),
-    ("batch.joint.kbet", "kBET"),
-    ("batch.joint.graph_connectivity", "graph conn."),
-    ("batch.joint.asw_label", "ASW label"),
-    ("batch.joint.nmi", "NMI"),
-    ("batch.joint.ari", "ARI"),
-)
-
 
 def _get(metrics: dict[str, Any], dotted: str) -> float | None:
-    if dotted.startswith("batch.joint.") and "joint_corrected" in metrics.get("batch", {}):
-        dotted = dotted.replace("batch.joint.", "batch.joint_corrected.", 1)  # post-hoc variants
     node: Any = metrics
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -49,12 +30,44 @@ def _get(metrics: dict[str, Any], dotted: str) -> float | None:
     return float(node) if isinstance(node, int | float) else None
 
 
-def sweep_table(results: dict[str, dict[str, Any]]) -> str:
-    """Markdown table of the headline metrics of each variant."""
-    cols = [(k, label) for k, label in _COLUMNS if any(_get(m, k) is not None for m in results.values())]
-    lines = ["| variant | " + " | ".join(label for _, label in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+def _columns(metrics: dict[str, Any], recipe: Recipe | None) -> list[tuple[str, str]]:
+    """Headline ``(dotted key, label)`` of every protocol a variant ran (from its protocols)."""
+    from biomodal.eval.protocols import get_protocol
+
+    if recipe is not None:
+        specs = [(p.name, p.parsed()) for p in recipe.eval.protocols]
+    else:
+        specs = [(n, get_protocol(n).parse({})) for n in metrics.get("protocols", [])]
+    cols: list[tuple[str, str]] = []
+    for name, cfg in specs:
+        info = get_protocol(name)
+        if info.headline is not None:
+            cols += [c for c in info.headline(cfg, metrics) if c not in cols]
+    return cols
+
+
+def sweep_table(results: dict[str, dict[str, Any]], recipe: Recipe | None = None) -> str:
+    """Markdown table of the headline metrics of each variant, columns from the protocols.
+
+    Parameters
+    ----------
+    results
+        ``{variant: metrics}``.
+    recipe
+        The base recipe (its protocol parameters shape the columns); default: the protocol
+        names each variant's metrics record, with default parameters.
+    """
+    per_variant = {
+        name: dict((label, key) for key, label in _columns(m, recipe)) for name, m in results.items()
+    }
+    labels: list[str] = []
+    for cols in per_variant.values():
+        labels += [lab for lab in cols if lab not in labels]
+    labels = [lab for lab in labels if any(_get(results[v], c[lab]) is not None
+                                           for v, c in per_variant.items() if lab in c)]  # fmt: skip
+    lines = ["| variant | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
     for name, m in results.items():
-        cells = [_get(m, k) for k, _ in cols]
+        cells = [_get(m, per_variant[name][lab]) if lab in per_variant[name] else None for lab in labels]
         lines.append(f"| {name} | " + " | ".join("" if c is None else f"{c:.3f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -75,8 +88,11 @@ def run_sweep(recipe: Recipe, *, out: str | os.PathLike | None = None) -> dict[s
     run_dir.mkdir(parents=True, exist_ok=True)
     base = recipe.to_dict()
     variants = base.pop("sweep")
-    if base["data"]["source"] == "demo" and base["data"]["demo"]["root"] is None:
-        base["data"]["demo"]["root"] = str((run_dir / "data").resolve())  # generate once, share
+    from biomodal.recipes.families import get_family
+
+    data = recipe.data.model_copy(deep=True)
+    get_family(data.family).on_run_dir(data, run_dir)  # e.g. generated data: once, shared
+    base["data"] = data.model_dump(mode="json")
 
     def fresh() -> dict[str, Any]:  # overrides edit nested dicts in place: give each a deep copy
         return json.loads(json.dumps(base))
@@ -87,7 +103,7 @@ def run_sweep(recipe: Recipe, *, out: str | os.PathLike | None = None) -> dict[s
     for name, overrides in variants.items():
         results[name] = run(fresh(), overrides=list(overrides), out=run_dir / name)
         _atomic_write(run_dir / "sweep.json", json.dumps(results, indent=2, default=float))
-    table = sweep_table(results)
+    table = sweep_table(results, recipe)
     _atomic_write(run_dir / "sweep.md", f"# {recipe.name}\n\n{table}")
     print(table)
     return results

@@ -88,7 +88,8 @@ def test_splits_are_by_donor(demo_run):
 def test_checkpoint_roundtrip_reproduces_metrics(demo_run, tmp_path):
     out, metrics = demo_run
     model = load(out / "model.pt")
-    assert model.gene_pipeline.var_names_ and len(model.gene_pipeline.var_names_) > 0
+    assert model.preprocessors["expression"].var_names_
+    assert set(model.preprocessors) == {"histology", "expression"}
     assert not model.training
     again = json.loads(json.dumps(_evaluate(out, tmp_path)))
     for direction in ("histology_to_expression", "expression_to_histology"):
@@ -118,7 +119,7 @@ def test_embed_refuses_mismatched_panel(demo_run, tmp_path, capsys):
     model = load(out / "model.pt")
     root = Path(load_recipe(out / "recipe.yaml").data.demo.root)
     section = ad.read_h5ad(sorted(root.glob("*.h5ad"))[0])
-    dropped = list(model.gene_pipeline.var_names_[:3])
+    dropped = list(model.preprocessors["expression"].var_names_[:3])
     bad = section[:, ~section.var_names.isin(dropped)].copy()
     bad.uns["spatial"]["slide_path"] = str(root / Path(section.uns["spatial"]["slide_path"]).name)
     src = tmp_path / "bad.h5ad"
@@ -149,8 +150,8 @@ def test_cli_run_override_error_names_key(tmp_path, capsys):
 
 
 def test_demo_data_cli_and_reuse(tmp_path):
-    from biomodal.recipes._data import _demo_dataset
-    from biomodal.recipes.schema import DemoConfig
+    from biomodal.recipes.families._spatial_io import demo_dataset as _demo_dataset
+    from biomodal.recipes.families.spatial import DemoConfig
 
     root = tmp_path / "demo"
     assert main(["demo-data", str(root), "--donors", "3", "--sections-per-donor", "1", "--small"]) == 0

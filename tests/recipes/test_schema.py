@@ -62,7 +62,8 @@ def test_overrides_parse_yaml_values():
     rec = load_recipe({}, overrides=["trainer.max_steps=5", "data.demo.small=true", "eval.ks=[1, 2]"])
     assert rec.trainer == {"max_steps": 5}
     assert rec.data.demo.small is True
-    assert rec.eval.ks == [1, 2]
+    retrieval = next(p for p in rec.eval.protocols if p.name == "retrieval")
+    assert retrieval.params["ks"] == [1, 2]  # the spatial shorthand eval.ks feeds the retrieval protocol
     with pytest.raises(ConfigError, match=r"key\.subkey=value"):
         apply_overrides({}, ["nonsense"])
 

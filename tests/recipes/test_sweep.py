@@ -13,8 +13,14 @@ from tests.recipes.test_run import FAST
 
 
 def test_sweep_table_prefers_post_hoc_corrected_batch_metrics():
-    plain = {"retrieval": {"histology_to_expression": {"recall@1": 0.5}}, "batch": {"joint": {"ilisi": 0.1}}}
+    ran = ["retrieval", "batch_mixing"]  # columns come from the protocols each variant ran
+    plain = {
+        "protocols": ran,
+        "retrieval": {"histology_to_expression": {"recall@1": 0.5}},
+        "batch": {"joint": {"ilisi": 0.1}},
+    }
     corrected = {
+        "protocols": ran,
         "retrieval": {"histology_to_expression": {"recall@1": 0.25}},
         "batch": {"joint": {"ilisi": 0.1}, "joint_corrected": {"ilisi": 0.9}},
     }
