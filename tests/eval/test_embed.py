@@ -85,7 +85,10 @@ def test_shuffled_loader_is_put_back_in_dataset_order():
     loader = DataLoader(ds, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
     shuffled = embed(model, loader, progress=False)
     for key in ordered:
-        np.testing.assert_array_equal(shuffled[key], ordered[key])
+        if ordered[key].dtype == bool:  # masks are exact; embeddings went through other batch sizes
+            np.testing.assert_array_equal(shuffled[key], ordered[key])
+        else:  # different batching may change BLAS kernels: compare with a tolerance, never bit for bit
+            np.testing.assert_allclose(shuffled[key], ordered[key], rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
 def test_shuffled_loader_without_index_is_refused():
