@@ -9,7 +9,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``biomodal run RECIPE``."""
     from biomodal.recipes import run
 
-    run(args.recipe, overrides=args.overrides, out=args.out)
+    run(args.recipe, overrides=args.overrides, out=args.out, resume=args.resume, overwrite=args.overwrite)
     return 0
 
 

@@ -32,6 +32,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="override a recipe value, e.g. --set trainer.max_steps=50 (repeatable)",
     )
     p.add_argument("--out", default=None, help="run directory (default: the recipe's output.dir)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its newest checkpoint"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="remove the run in --out first (generated data are kept)"
+    )
 
     p = sub.add_parser("eval", help="re-evaluate a checkpoint on its recipe's evaluation data")
     p.add_argument("checkpoint")

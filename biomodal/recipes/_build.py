@@ -20,7 +20,7 @@ def _accepts(factory: Any, key: str) -> bool:
 
 
 def build_loss(recipe: Recipe) -> Any:
-    """The recipe's loss: one registered loss, or a schedule of stages."""
+    """Build the recipe's loss: one registered loss, or a schedule of stages."""
     from biomodal.losses import get_loss
 
     if not isinstance(recipe.loss, list):

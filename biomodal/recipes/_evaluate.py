@@ -68,7 +68,7 @@ def make_context(
 
 
 def validation(recipe: Recipe, prepared: Any) -> tuple[Callable[[Any], dict[str, float]] | None, str | None]:
-    """The validation function and monitored metric of the first protocol that validates.
+    """Return the validation function and monitored metric of the first protocol that validates.
 
     Returns ``(None, None)`` when the data have no validation split or no protocol validates.
     """

@@ -116,6 +116,11 @@ def evaluate_checkpoint(
     model = load(checkpoint)
     ckpt_path = Path(model.checkpoint_path)
     out_dir = Path(out) if out is not None else ckpt_path.parent / f"eval_{ckpt_path.stem}"
+    if (out_dir / "run.json").is_file() or (out_dir / "checkpoints").is_dir():
+        raise CheckpointError(
+            f"--out {out_dir} is a training run folder; evaluation never replaces its metrics.json: "
+            "choose another --out (default: eval_<checkpoint> beside the checkpoint)"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     prepared = model.family.prepare(model.recipe, out_dir, preprocessors=model.preprocessors)
     metrics = evaluate(model.recipe, model, prepared, out_dir)

@@ -47,7 +47,7 @@ def _save_model(path: Path, model: Any, config: Any, extra: dict[str, Any]) -> N
 
 
 def checkpoint_extra(rec: Recipe, prepared: Any) -> dict[str, Any]:
-    """What a recipe checkpoint records beside the weights (see :mod:`biomodal.recipes.checkpoint`)."""
+    """Return what a recipe checkpoint records beside its weights (see ``biomodal.recipes.checkpoint``)."""
     return {
         "recipe": rec.to_dict(),
         "family": rec.data.family,
@@ -62,6 +62,8 @@ def run(
     *,
     overrides: list[str] | None = None,
     out: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run a recipe end to end and return its metrics.
 
@@ -72,7 +74,13 @@ def run(
     overrides
         ``key=value`` overrides, as ``biomodal run --set``.
     out
-        Run directory (default: the recipe's ``output.dir``).
+        Run directory (default: the recipe's ``output.dir``). A folder that already holds a
+        run is refused unless ``resume`` or ``overwrite`` is given.
+    resume
+        Continue the run in ``out`` from its newest checkpoint (the recipe must be the same
+        except ``trainer.max_steps``); implied by ``trainer.resume``.
+    overwrite
+        Remove the run in ``out`` first (generated data in ``out/data`` are kept for reuse).
 
     Returns
     -------
@@ -84,18 +92,22 @@ def run(
     if rec.sweep:
         from biomodal.recipes.sweep import run_sweep
 
-        return run_sweep(rec, out=out)
+        return run_sweep(rec, out=out, resume=resume, overwrite=overwrite)
 
     from biomodal.data import BatchAwareSampler
     from biomodal.recipes._build import ReversalSchedule, build_model
     from biomodal.recipes._evaluate import evaluate, resolve_protocols, validation
+    from biomodal.recipes._run_dir import claim_run_dir
     from biomodal.recipes.families import get_family
     from biomodal.train import TrainConfig, Trainer
 
     family = get_family(rec.data.family)
     run_dir = rec.run_dir(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     family.on_run_dir(rec.data, run_dir)
+    resume = resume or rec.trainer.get("resume") is not None
+    if claim_run_dir(run_dir, rec.to_dict(), resume=resume, overwrite=overwrite):
+        trainer = {**rec.trainer, "resume": rec.trainer.get("resume") or "latest"}
+        rec = load_recipe({**rec.to_dict(), "trainer": trainer})
     _atomic_write(run_dir / "recipe.yaml", yaml.safe_dump(rec.to_dict(), sort_keys=False))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 

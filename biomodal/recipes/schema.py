@@ -11,6 +11,7 @@ against their allowed set. Notebooks build the same objects in Python::
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -114,7 +115,7 @@ class ProtocolSpec(_Strict):
         return self
 
     def parsed(self) -> Any:
-        """The protocol's typed config."""
+        """Return the protocol's typed config."""
         from biomodal.eval.protocols import get_protocol
 
         return get_protocol(self.name).parse(self.params)
@@ -182,6 +183,8 @@ class Recipe(_Strict):
         if not raw.get("modalities"):
             raw["modalities"] = plugin.default_modalities()
         ev = raw.get("eval")
+        if isinstance(ev, EvalConfig) and ev.protocols:
+            return raw  # already resolved (e.g. re-validation on assignment)
         ev = dict(ev.model_dump(mode="json") if isinstance(ev, EvalConfig) else (ev or {}))
         if not ev.get("protocols"):
             ev["protocols"] = plugin.default_protocols(ev, data_raw)
@@ -208,7 +211,7 @@ class Recipe(_Strict):
             ends = [s.until_step for s in v[:-1]]
             if any(e is None for e in ends):
                 raise ValueError("loss: every stage but the last needs until_step")
-            if any(b <= a for a, b in zip(ends, ends[1:])):  # type: ignore[operator]
+            if any(b <= a for a, b in itertools.pairwise(ends)):  # type: ignore[operator]
                 raise ValueError(f"loss: until_step must increase from stage to stage, got {ends}")
             if v[-1].until_step is not None:
                 raise ValueError("loss: the last stage runs to the end; drop its until_step")

@@ -72,7 +72,9 @@ def sweep_table(results: dict[str, dict[str, Any]], recipe: Recipe | None = None
     return "\n".join(lines) + "\n"
 
 
-def run_sweep(recipe: Recipe, *, out: str | os.PathLike | None = None) -> dict[str, Any]:
+def run_sweep(
+    recipe: Recipe, *, out: str | os.PathLike | None = None, resume: bool = False, overwrite: bool = False
+) -> dict[str, Any]:
     """Run every variant of ``recipe.sweep``; return ``{variant: metrics}``.
 
     Parameters
@@ -81,6 +83,8 @@ def run_sweep(recipe: Recipe, *, out: str | os.PathLike | None = None) -> dict[s
         A recipe whose ``sweep`` maps variant names to override lists.
     out
         Run directory (default: the recipe's ``output.dir``); variant ``v`` runs in ``out/v``.
+    resume, overwrite
+        Passed to each variant's :func:`~biomodal.recipes.run`.
     """
     from biomodal.recipes.runner import _atomic_write, run
 
@@ -101,7 +105,9 @@ def run_sweep(recipe: Recipe, *, out: str | os.PathLike | None = None) -> dict[s
         load_recipe(fresh(), overrides)  # fail fast on a bad variant before training anything
     results: dict[str, Any] = {}
     for name, overrides in variants.items():
-        results[name] = run(fresh(), overrides=list(overrides), out=run_dir / name)
+        results[name] = run(
+            fresh(), overrides=list(overrides), out=run_dir / name, resume=resume, overwrite=overwrite
+        )
         _atomic_write(run_dir / "sweep.json", json.dumps(results, indent=2, default=float))
     table = sweep_table(results, recipe)
     _atomic_write(run_dir / "sweep.md", f"# {recipe.name}\n\n{table}")

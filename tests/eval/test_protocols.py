@@ -25,7 +25,7 @@ def _ctx(n_train: int = 80, n_test: int = 40, seed: int = 0, **kw) -> EvalContex
                 "group": np.repeat(["g0", "g1"], n // 2),
                 "batch": np.tile(["b0", "b1"], n // 2),
                 "label": np.where(z[:, 0] > 0, "pos", "neg"),
-            }  # fmt: skip
+            }
         )
         tgt[split] = (z[:, :3] @ w + 0.1 * rng.normal(size=(n, 6))).astype(np.float32)
     return EvalContext(

@@ -41,7 +41,7 @@ def test_family_supplies_default_modalities_and_protocols():
 
 
 def test_spatial_shorthand_cannot_mix_with_explicit_protocols():
-    with pytest.raises(ConfigError, match="eval.top_genes"):
+    with pytest.raises(ConfigError, match=r"eval\.top_genes"):
         load_recipe({"eval": {"protocols": ["retrieval"], "top_genes": 10}})
 
 

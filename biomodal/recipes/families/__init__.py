@@ -41,7 +41,7 @@ def register_family(cls: type[Family]) -> type[Family]:
 
 
 def get_family(name: str) -> Family:
-    """The plugin registered as ``name`` (a :class:`ConfigError` with did-you-mean otherwise)."""
+    """Return the plugin registered as ``name`` (did-you-mean :class:`ConfigError` otherwise)."""
     if name not in _INSTANCES:
         _INSTANCES[name] = _FAMILIES.create(name)
     return _INSTANCES[name]

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from biomodal.errors import CheckpointError
 
-__all__ = ["Family", "FamilyConfig", "PreparedData", "SPLITS"]
+__all__ = ["SPLITS", "Family", "FamilyConfig", "PreparedData"]
 
 SPLITS = ("train", "val", "test")
 

@@ -81,7 +81,7 @@ class SpatialData(FamilyConfig):
     family: Literal["spatial"] = "spatial"
     source: Literal["demo", "legacy_st", "visium", "xenium", "h5ad"] = "demo"
     demo: DemoConfig = DemoConfig()
-    sections: list[SectionConfig] = []
+    sections: list[SectionConfig] = Field(default_factory=list)
     tile_um: float = Field(default=112.0, gt=0)
     mpp: float = Field(default=1.0, gt=0)
     genes: GenesConfig = GenesConfig()
@@ -142,7 +142,7 @@ class SpatialFamily(Family):
     def default_protocols(
         self, eval_section: dict[str, Any], data: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
-        """Retrieval, HEST and kNN expression prediction, probes and batch mixing.
+        """Return retrieval, HEST and kNN expression prediction, probes and batch mixing.
 
         Understands the shorthand keys of recipes written before ``eval.protocols`` existed
         (``ks``, ``within_section``, ``pca_components``, ``top_genes``, ``knn_k``,
@@ -157,17 +157,24 @@ class SpatialFamily(Family):
         within = {"within": "sample", "within_label": "section"} if ev.get("within_section", True) else {}
         h, e = "histology", "expression"
         baselines = ["untrained"] + (["colour_histogram"] if ev.get("baselines", True) else [])
+        retrieval = {"pairs": [[h, e], [e, h]], "ks": ev.get("ks", [1, 5, 10]), **within}
+        hest = {
+            "modality": h,
+            "n_components": ev.get("pca_components", 256),
+            "top_k": top,
+            "baselines": baselines,
+        }
+        knn = {"query": h, "gallery": e, "k": ev.get("knn_k", 50), "top_k": top}
         protocols: list[dict[str, Any]] = [
-            {"name": "retrieval", "params": {"pairs": [[h, e], [e, h]], "ks": ev.get("ks", [1, 5, 10]), **within}},
-            {"name": "hest_expression", "params": {"modality": h, "n_components": ev.get("pca_components", 256),
-                                                   "top_k": top, "baselines": baselines}},
-            {"name": "knn_expression", "params": {"query": h, "gallery": e, "k": ev.get("knn_k", 50), "top_k": top}},
-        ]  # fmt: skip
+            {"name": "retrieval", "params": retrieval},
+            {"name": "hest_expression", "params": hest},
+            {"name": "knn_expression", "params": knn},
+        ]
         if labels:
             protocols.append({"name": "probe", "params": {"labels": labels, "modalities": [h, e]}})
         if ev.get("batch_metrics", True):
-            protocols.append({"name": "batch_mixing", "params": {"label_key": labels[0] if labels else None,
-                                                                  "bases": [h, "joint"]}})  # fmt: skip
+            mixing = {"label_key": labels[0] if labels else None, "bases": [h, "joint"]}
+            protocols.append({"name": "batch_mixing", "params": mixing})
         return protocols
 
     def resolve_paths(self, cfg: FamilyConfig, root: Path) -> None:
@@ -180,7 +187,7 @@ class SpatialFamily(Family):
                     setattr(sec, attr, str(p if p.is_absolute() else (root / p).resolve()))
 
     def on_run_dir(self, cfg: FamilyConfig, run_dir: Path) -> None:
-        """Generated demo data live in the run directory; record where, for ``biomodal eval``."""
+        """Record where generated demo data live (in the run directory), for ``biomodal eval``."""
         if cfg.source == "demo" and cfg.demo.root is None:  # type: ignore[attr-defined]
             cfg.demo.root = str((run_dir / "data").resolve())  # type: ignore[attr-defined]
 
@@ -266,7 +273,7 @@ class SpatialFamily(Family):
         return out
 
     def check_checkpoint(self, preprocessors: Mapping[str, Any], input_specs: Mapping[str, Any]) -> None:
-        """The gene panel must have as many genes as the expression encoder takes."""
+        """Check that the gene panel has as many genes as the expression encoder takes."""
         pipe = preprocessors.get("expression")
         want = dict(input_specs.get("expression", {})).get("in_features")
         if pipe is not None and want is not None and len(pipe.var_names_) != int(want):
