@@ -31,6 +31,25 @@ def build_loss(recipe: Recipe) -> Any:
     return ScheduledLoss(stages, names=[s.name for s in recipe.loss])
 
 
+def check_names(recipe: Recipe) -> None:
+    """Fail fast, before any data are read, on an encoder or loss name no registry knows."""
+    from biomodal.losses.registry import loss_info
+    from biomodal.nn.registry import encoder_factory
+
+    for name, cfg in recipe.modalities.items():
+        try:
+            encoder_factory(cfg.encoder)
+        except ConfigError as exc:
+            raise ConfigError(f"modalities.{name}.encoder: {exc}") from None
+    stages = recipe.loss if isinstance(recipe.loss, list) else [recipe.loss]
+    for i, stage in enumerate(stages):
+        try:
+            loss_info(stage.name)
+        except ConfigError as exc:
+            where = f"loss[{i}].name" if isinstance(recipe.loss, list) else "loss.name"
+            raise ConfigError(f"{where}: {exc}") from None
+
+
 def build_model(
     recipe: Recipe,
     *,

@@ -122,8 +122,9 @@ def evaluate(
     Returns
     -------
     dict
-        ``split``, ``n_train``, ``n_test``, ``unit``, ``protocols`` (names run) and one
-        section per protocol (``retrieval``, ``expression``, ``probe``, ``batch``...).
+        ``split``, ``n_train``, ``n_test``, ``unit``, ``protocols`` (names that completed),
+        one section per protocol (``retrieval``, ``expression``, ``probe``, ``batch``...) and
+        ``errors`` (``{protocol: message}``) for protocols that failed; the others still run.
     """
     split = recipe.eval.split
     ctx = make_context(recipe, model, prepared, split, untrained=untrained)
@@ -133,7 +134,14 @@ def evaluate(
     plots = Path(run_dir) / "plots"
     done = []
     for info, cfg in resolve_protocols(recipe):
-        res = info.fn(ctx, cfg)
+        try:
+            res = info.fn(ctx, cfg)
+        except MemoryError:
+            raise
+        except Exception as exc:  # one protocol's failure never throws away the others' figures
+            log.exception("protocol %s failed", info.name)
+            metrics.setdefault("errors", {})[info.name] = f"{type(exc).__name__}: {exc}"
+            continue
         done.append(info.name)
         if res.metrics:
             _merge(metrics, info.section, res.metrics, info.name)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from biomodal.errors import CheckpointError
+from biomodal.errors import CheckpointError, ConfigError
 
 __all__ = ["embed_h5ad", "evaluate_checkpoint", "load"]
 
@@ -78,7 +78,10 @@ def load(checkpoint: str | os.PathLike) -> Any:
 
     ckpt = _read(checkpoint)
     extra = ckpt["extra"]
-    recipe = load_recipe(extra["recipe"])
+    try:
+        recipe = load_recipe(extra["recipe"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{ckpt['_path']}: the recorded recipe is not valid: {exc}") from None
     family = get_family(recipe.data.family)
     preprocessors = family.load_preprocessors(extra["preprocessors"])
     missing = [m for m in extra["preprocessors"] if m not in preprocessors]

@@ -95,12 +95,13 @@ def run(
         return run_sweep(rec, out=out, resume=resume, overwrite=overwrite)
 
     from biomodal.data import BatchAwareSampler
-    from biomodal.recipes._build import ReversalSchedule, build_model
+    from biomodal.recipes._build import ReversalSchedule, build_model, check_names
     from biomodal.recipes._evaluate import evaluate, resolve_protocols, validation
     from biomodal.recipes._run_dir import claim_run_dir
     from biomodal.recipes.families import get_family
     from biomodal.train import TrainConfig, Trainer
 
+    check_names(rec)  # registry names fail here, not after the data are read
     family = get_family(rec.data.family)
     run_dir = rec.run_dir(out)
     family.on_run_dir(rec.data, run_dir)

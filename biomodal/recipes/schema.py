@@ -158,7 +158,7 @@ class Recipe(_Strict):
     model: ModelConfig = ModelConfig()
     loss: LossConfig | list[LossConfig] = LossConfig()
     batch_correction: BatchCorrectionConfig = BatchCorrectionConfig()
-    trainer: dict[str, Any] = {}
+    trainer: dict[str, Any] = Field(default_factory=dict, validate_default=True)
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
     sweep: dict[str, list[str]] = {}
@@ -312,6 +312,25 @@ def _format_validation_error(exc: ValidationError, source: str, raw: Any = None)
     return "\n".join(lines)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (line {line}; first at line {seen[key]})",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse_value(text: str) -> Any:
     try:
         return yaml.safe_load(text)
@@ -380,9 +399,11 @@ def load_recipe(
         source = str(path)
         base_dir = path.resolve().parent
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        if raw is None:
+            raise ConfigError(f"{path}: the recipe is empty; a recipe needs at least a trainer section")
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
     raw = apply_overrides(raw, list(overrides or []))

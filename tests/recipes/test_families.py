@@ -33,11 +33,11 @@ def test_unknown_family_did_you_mean():
 
 
 def test_family_supplies_default_modalities_and_protocols():
-    rec = load_recipe({"data": {"family": "toy"}})
+    rec = load_recipe({"data": {"family": "toy"}, "trainer": {"max_steps": 1}})
     assert list(rec.modalities) == ["labs", "ecg"]
     assert [p.name for p in rec.eval.protocols] == ["retrieval", "probe"]
     with pytest.raises(ConfigError, match=r"data\.nn"):  # the toy family's own config is validated
-        load_recipe({"data": {"family": "toy", "nn": 3}})
+        load_recipe({"data": {"family": "toy", "nn": 3}, "trainer": {"max_steps": 1}})
 
 
 def test_spatial_shorthand_cannot_mix_with_explicit_protocols():
@@ -116,3 +116,23 @@ def test_generic_recipe_modules_name_no_modality(module):
     code = re.sub(r'"""[\s\S]*?"""', "", text)  # docstrings may give examples
     found = [m for m in MODALITIES if re.search(rf"['\"]{m}['\"]", code)]
     assert not found, f"{module} names modalities {found}: only families and protocols may"
+
+
+def test_one_failing_protocol_does_not_lose_the_others(tmp_path):
+    from biomodal.eval.protocols import ProtocolConfig, list_protocols, register_protocol
+
+    if "_test_fails" not in list_protocols():
+
+        @register_protocol("_test_fails", config=ProtocolConfig)
+        def _fails(ctx, cfg):
+            raise ValueError("deliberate failure")
+
+    recipe = {
+        "data": {"family": "toy", "n": 120},
+        "eval": {"plots": False, "protocols": ["_test_fails", "retrieval"]},
+        "trainer": {"max_steps": 5, "batch_size": 24, "progress": False},
+    }
+    metrics = run(recipe, out=tmp_path / "run")
+    assert metrics["errors"] == {"_test_fails": "ValueError: deliberate failure"}
+    assert "labs_to_ecg" in metrics["retrieval"] and metrics["protocols"] == ["retrieval"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["errors"]

@@ -74,6 +74,7 @@ def test_relative_paths_resolve_against_root(tmp_path: Path, monkeypatch):
         "data:\n  source: legacy_st\n  root: sub\n  sections:\n"
         "    - {name: a, split: train, counts: a/c.tsv, spots: a/s.tsv, image: a/i.jpg}\n"
         "    - {name: b, split: test, counts: /abs/c.tsv, spots: b/s.tsv, image: b/i.jpg}\n"
+        "trainer: {max_steps: 1}\n"
     )
     rec = load_recipe(recipe)
     assert rec.data.sections[0].counts == str((tmp_path / "sub" / "a" / "c.tsv").resolve())
@@ -85,6 +86,39 @@ def test_relative_paths_resolve_against_root(tmp_path: Path, monkeypatch):
 
 
 def test_run_dir_uses_name():
-    rec = load_recipe({"name": "x"})
+    rec = load_recipe({"name": "x", "trainer": {"max_steps": 1}})
     assert rec.run_dir() == Path("runs/x")
     assert rec.run_dir("elsewhere") == Path("elsewhere")
+
+
+def test_empty_or_comment_only_recipe_is_an_error(tmp_path: Path):
+    for text in ("", "# only a comment\n"):
+        path = tmp_path / "empty.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=r"empty\.yaml: the recipe is empty"):
+            load_recipe(path)
+
+
+def test_duplicate_yaml_keys_are_an_error(tmp_path: Path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("trainer:\n  max_steps: 5\n  lr: 0.1\n  max_steps: 50\n")
+    with pytest.raises(
+        ConfigError, match=r"dup\.yaml.*duplicate key 'max_steps' \(line 4; first at line 2\)"
+    ):
+        load_recipe(path)
+
+
+def test_a_recipe_without_trainer_steps_fails_at_load():
+    with pytest.raises(ConfigError, match="max_steps"):
+        load_recipe({"data": {"family": "spatial"}})
+
+
+def test_unknown_encoder_or_loss_fails_before_any_data_are_read(tmp_path: Path):
+    from biomodal.recipes import run
+
+    bad_encoder = ["trainer.max_steps=2", "modalities.histology.encoder=cnn_smal"]
+    with pytest.raises(ConfigError, match=r"modalities\.histology\.encoder.*Did you mean 'cnn_small'"):
+        run("spatial/demo", overrides=bad_encoder, out=tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"loss\.name.*Did you mean 'clip'"):
+        run("spatial/demo", overrides=["trainer.max_steps=2", "loss.name=clp"], out=tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # no demo data generated

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -26,11 +26,15 @@ class ProbeConfig(ProtocolConfig):
         Embeddings probed; default: every modality of the model.
     C
         Inverse L2 regularisation of the logistic regression.
+    unseen
+        Test items whose class never occurs in training: ``"error"`` or ``"drop"`` them (the
+        number dropped is reported).
     """
 
     labels: list[str] | None = None
     modalities: list[str] | None = None
     C: float = Field(default=1.0, gt=0)
+    unseen: Literal["error", "drop"] = "error"
 
 
 def _probe(ctx: EvalContext, cfg: ProbeConfig) -> ProtocolResult:
@@ -49,7 +53,8 @@ def _probe(ctx: EvalContext, cfg: ProbeConfig) -> ProtocolResult:
         ytr = np.asarray(train_obs[lab].astype(str))
         yte = np.asarray(test_obs[lab].astype(str))
         out[lab] = {
-            m: linear_probe(ctx.emb("train", m), ytr, ctx.emb(ctx.split, m), yte, C=cfg.C) for m in mods
+            m: linear_probe(ctx.emb("train", m), ytr, ctx.emb(ctx.split, m), yte, C=cfg.C, unseen=cfg.unseen)
+            for m in mods
         }
     return ProtocolResult(out)
 
