@@ -138,7 +138,7 @@ class EvalContext:
         return self._cache[key]
 
     def target(self, name: str) -> Target:
-        """The target ``name``; a :class:`ConfigError` naming the available ones otherwise."""
+        """Return the target ``name``; a :class:`ConfigError` names the available ones otherwise."""
         if name not in self.targets:
             raise ConfigError(
                 f"this recipe's data provide no target {name!r}; available: {sorted(self.targets) or 'none'}"
@@ -167,7 +167,7 @@ class ProtocolInfo:
     needs_untrained: bool = False
 
     def monitor_for(self, cfg: Any) -> str | None:
-        """The validation metric this protocol's early stopping follows under ``cfg``."""
+        """Return the validation metric this protocol's early stopping follows under ``cfg``."""
         return self.monitor(cfg) if callable(self.monitor) else self.monitor
 
     def parse(self, params: Mapping[str, Any] | None) -> ProtocolConfig:
@@ -225,7 +225,7 @@ def register_protocol(
 
 
 def get_protocol(name: str) -> ProtocolInfo:
-    """The registry entry of protocol ``name`` (did-you-mean error when unknown)."""
+    """Return the registry entry of protocol ``name`` (did-you-mean error when unknown)."""
     return _PROTOCOLS.create(name)
 
 

@@ -64,7 +64,7 @@ def _name(q: str, g: str) -> str:
 def pair_retrieval(
     ctx: EvalContext, cfg: RetrievalConfig, split: str, *, within: bool = True
 ) -> dict[str, dict[str, float]]:
-    """Retrieval figures of every configured pair on ``split`` (the one implementation)."""
+    """Score every configured pair on ``split`` (the one retrieval implementation)."""
     import numpy as np
 
     from biomodal.eval import retrieval
