@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from biomodal._suggest import unknown_message
 from biomodal.errors import ConfigError
 
 __all__ = ["Registry"]
@@ -51,11 +51,7 @@ class Registry(Generic[T]):
     def _resolve(self, name: str) -> Callable[..., T]:
         if name in self._factories:
             return self._factories[name]
-        close = difflib.get_close_matches(name, list(self._factories), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"unknown {self.kind} {name!r}; available: {', '.join(sorted(self._factories))}.{hint}"
-        )
+        raise ConfigError(unknown_message(self.kind, name, self._factories))
 
     def get(self, name: str) -> Callable[..., T]:
         """Return the factory registered as ``name``."""

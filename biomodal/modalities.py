@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from biomodal._suggest import did_you_mean
 from biomodal.errors import ConfigError
 
-__all__ = ["MASK_SUFFIX", "MODALITIES", "check_modality", "mask_key"]
+__all__ = [
+    "BATCH_CODE",
+    "COVARIATES",
+    "MASK_SUFFIX",
+    "MODALITIES",
+    "SUBJECT",
+    "VIEW_SUFFIX",
+    "check_modality",
+    "mask_key",
+]
 
 #: Every modality name a batch dict, encoder or loss may use.
 MODALITIES: tuple[str, ...] = (
@@ -18,9 +28,27 @@ MODALITIES: tuple[str, ...] = (
     "volume",
     "image",
     "text",
+    "mrna",
+    "methylation",
+    "mirna",
 )
 
 MASK_SUFFIX = "_mask"
+
+#: Batch-dict key of the integer batch-effect codes (section, slide, donor...), ``LongTensor[B]``.
+#: Also the keyword under which encoders and losses receive them. Not to be confused with the
+#: mini-batch itself, nor with a dataset's ``batch_key`` (the ``obs`` column the codes come from).
+BATCH_CODE = "batch_code"
+
+#: Batch-dict key of the integer subject codes (donor, patient, fMRI participant), ``LongTensor[B]``.
+SUBJECT = "subject"
+
+#: Covariates an encoder may declare (``EncoderSpec.covariates``) and receive as keywords.
+COVARIATES: tuple[str, ...] = (BATCH_CODE, SUBJECT)
+
+#: Suffix of the batch key holding an augmented view of a modality (``"histology_view"``), used by
+#: in-modality self-supervised terms.
+VIEW_SUFFIX = "_view"
 
 
 def mask_key(name: str) -> str:
@@ -31,9 +59,6 @@ def mask_key(name: str) -> str:
 def check_modality(name: str) -> str:
     """Return ``name`` if it is a known modality, else raise :class:`ConfigError`."""
     if name not in MODALITIES:
-        import difflib
-
-        close = difflib.get_close_matches(name, MODALITIES, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        hint = did_you_mean(name, MODALITIES)
         raise ConfigError(f"unknown modality {name!r}; expected one of {', '.join(MODALITIES)}.{hint}")
     return name

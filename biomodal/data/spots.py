@@ -13,10 +13,11 @@ from torch.utils.data import Dataset
 
 from biomodal.data.transforms import ToTensor, Transform
 from biomodal.errors import ConfigError, DataError, ReaderError
+from biomodal.modalities import BATCH_CODE, SUBJECT
 
 __all__ = ["SpotTileDataset"]
 
-_RESERVED = {"histology", "expression", "batch", "subject", "index"}
+_RESERVED = {"histology", "expression", BATCH_CODE, SUBJECT, "index"}
 _CACHES = (None, "memory", "preload")
 
 
@@ -104,8 +105,9 @@ class SpotTileDataset(Dataset):
         Columns returned as ``int64`` codes under their own names (categories in
         :attr:`label_categories`).  ``None``: ``"tissue_type"`` when present.
     batch_key, subject_key
-        Columns giving the ``batch`` and ``subject`` codes (``subject`` falls back to
-        ``sample``, then to the section number).
+        ``obs`` columns giving the items' ``"batch_code"`` and ``"subject"`` integer codes
+        (:data:`~biomodal.modalities.BATCH_CODE`, :data:`~biomodal.modalities.SUBJECT`; the
+        subject falls back to ``sample``, then to the section number).
     cache
         ``None``; ``"memory"`` (decode each tile once per process); ``"preload"`` (decode all
         tiles now into one array shared by forked workers).
@@ -273,8 +275,8 @@ class SpotTileDataset(Dataset):
         item = {
             "histology": img.float(),
             "expression": torch.from_numpy(self.expression[i]),
-            "batch": torch.tensor(self._batch[i], dtype=torch.int64),
-            "subject": torch.tensor(self._subject[i], dtype=torch.int64),
+            BATCH_CODE: torch.tensor(self._batch[i], dtype=torch.int64),
+            SUBJECT: torch.tensor(self._subject[i], dtype=torch.int64),
             "index": torch.tensor(i, dtype=torch.int64),
         }
         for key, codes in self._labels.items():

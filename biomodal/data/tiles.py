@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,25 +22,12 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from biomodal._atomic import atomic_path, atomic_write_text
 from biomodal.errors import ConfigError, DataError
 from biomodal.io.slide import Slide, read_slide
 from biomodal.modalities import check_modality
 
 __all__ = ["TileDataset"]
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Atomically make ``tmp`` visible as ``final`` without clobbering a concurrent writer's file."""
-    try:
-        os.link(tmp, final)  # fails if another process published first: keep theirs
-    except FileExistsError:
-        pass
-    except OSError:  # file systems without hard links
-        if not final.exists():
-            os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 class _TileCache:
@@ -66,16 +52,13 @@ class _TileCache:
             self._create(self.done_path, n)
         meta_path = root / f"tiles-{key}.json"
         if not meta_path.exists():
-            tmp = root / f".tiles-{key}.{uuid.uuid4().hex}.json"
-            tmp.write_text(json.dumps(meta, indent=1))
-            _publish(tmp, meta_path)
+            # overwrite=False: a concurrent writer's file is kept, never clobbered
+            atomic_write_text(meta_path, json.dumps(meta, indent=1), overwrite=False)
 
     @staticmethod
     def _create(path: Path, nbytes: int) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as fh:  # sparse, zero-filled
+        with atomic_path(path, overwrite=False) as tmp, open(tmp, "wb") as fh:  # sparse, zero-filled
             fh.truncate(nbytes)
-        _publish(tmp, path)
 
     def _open(self) -> None:
         if self._data is None or self._pid != os.getpid():

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from biomodal.data.rows import select_rows
 from biomodal.errors import DataError
-from biomodal.modalities import mask_key
+from biomodal.modalities import COVARIATES, mask_key
 
 __all__ = ["embed"]
 
@@ -51,14 +52,6 @@ def _length(x: Any) -> int:
     return len(x)
 
 
-def _select(x: Any, keep: torch.Tensor) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x[keep.to(x.device)]
-    if isinstance(x, dict):  # e.g. tokenizer output {"input_ids": ..., "attention_mask": ...}
-        return {k: _select(v, keep) for k, v in x.items()}
-    return [v for v, k in zip(x, keep.tolist()) if k]
-
-
 def _to(x: Any, device: torch.device) -> Any:
     if isinstance(x, torch.Tensor):
         return x.to(device, non_blocking=True)
@@ -97,6 +90,7 @@ def embed(
     device: str | torch.device | None = None,
     progress: bool = True,
     as_anndata: bool = False,
+    covariates: Sequence[str] = (),
 ) -> dict[str, np.ndarray] | Any:
     """Encode every item of ``data`` with ``model``, one embedding matrix per modality.
 
@@ -119,6 +113,12 @@ def embed(
         Where to run the model; default: the device of its parameters (CPU when it has none).
     progress
         Show a tqdm progress bar.
+    covariates
+        Batch keys passed to ``model.encode`` as keyword arguments (rows selected like the
+        inputs), e.g. ``("subject",)`` for per-subject adapters; the model gives each encoder
+        only the covariates it declares. Default none: batch-effect codes are deliberately not
+        used at evaluation (conditional normalisation then applies its unseen-batch affine to
+        every row alike).
     as_anndata
         Return an AnnData (``obsm["X_biomodal_<name>"]``, masks as bool ``obs`` columns,
         ``obs`` from ``data.obs`` when the dataset has a DataFrame ``.obs``).
@@ -131,6 +131,10 @@ def embed(
     """
     from tqdm.auto import tqdm
 
+    covariates = tuple(covariates)
+    bad = [c for c in covariates if c not in COVARIATES]
+    if bad:
+        raise DataError(f"embed(covariates=...) got {bad}; expected names from {list(COVARIATES)}")
     dev = torch.device(device) if device is not None else _model_device(model)
     loader = _as_loader(data, batch_size, num_workers, dev)
     model_mods = list(getattr(model, "modalities", []) or [])
@@ -169,10 +173,19 @@ def embed(
                     keep = None if m is None else torch.as_tensor(m).bool().reshape(-1).cpu()
                     if keep is not None:
                         masks.setdefault(name, []).append(keep.numpy())
-                    sel = x if keep is None else _select(x, keep)
+                    missing = [c for c in covariates if c not in batch]
+                    if missing:
+                        raise DataError(f"embed(covariates={list(covariates)}): batches have no {missing}")
+                    cov = {c: batch[c] for c in covariates}
+                    if keep is not None:
+                        sel = select_rows(x, keep, n)
+                        cov = {c: select_rows(v, keep, n) for c, v in cov.items()}
+                    else:
+                        sel = x
                     z = None
                     if _length(sel):
-                        z = model.encode(name, _to(sel, dev)).detach().float().cpu().numpy()
+                        cov = {c: _to(v, dev) for c, v in cov.items()}
+                        z = model.encode(name, _to(sel, dev), **cov).detach().float().cpu().numpy()
                     if keep is None:
                         if z is not None:
                             chunks.setdefault(name, []).append(z)

@@ -8,6 +8,8 @@ _MAP = {
     "register_loss": "registry",
     "LossOutput": "base",
     "ContrastiveLoss": "base",
+    "ScheduledLoss": "schedule",
+    "get_loss_schedule": "schedule",
 }
 __all__ = sorted(_MAP)
 __getattr__, __dir__ = lazy_exports(__name__, _MAP)

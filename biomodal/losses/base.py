@@ -1,10 +1,12 @@
 """Common pieces of every contrastive loss: the output type, input parsing and the temperature.
 
 Every loss is called as ``loss(embeddings, masks=None, **extra)`` where ``embeddings`` maps a
-modality (or view) name to a ``(B, D)`` tensor. Boolean presence masks ``<name>_mask`` of shape
-``(B,)`` may sit in the same mapping (as in a training batch) or be passed as ``masks=``.
-Losses never L2-normalise their inputs unless their docstring says so: normalise in the model
-(projection head) as open_clip does.
+modality (or view) name to a ``(B, D)`` tensor. ``extra`` are per-batch inputs named by the
+class attribute :attr:`ContrastiveLoss.extra_keys` (batch-dict keys such as ``"batch_code"`` or
+``"reference"``), which :class:`~biomodal.train.ContrastiveModel` takes from the batch dict.
+Boolean presence masks ``<name>_mask`` of shape ``(B,)`` may sit in the same mapping (as in a
+training batch) or be passed as ``masks=``. Losses never L2-normalise their inputs unless their
+docstring says so: normalise in the model (projection head) as open_clip does.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +22,7 @@ from torch import Tensor, nn
 from biomodal.errors import ConfigError, DataError
 from biomodal.modalities import MASK_SUFFIX
 
-__all__ = ["ContrastiveLoss", "LossOutput", "split_inputs"]
+__all__ = ["ContrastiveLoss", "LossOutput", "split_inputs", "supports_distillation"]
 
 
 @dataclass
@@ -125,7 +128,16 @@ class ContrastiveLoss(nn.Module):
         Upper bound of the scale.
     modalities
         Restrict the loss to these entries of the embedding mapping (default: all).
+
+    Attributes
+    ----------
+    extra_keys
+        Batch-dict keys ``forward`` takes as keyword arguments (class attribute; ``()`` here).
+        :meth:`biomodal.train.ContrastiveModel.loss_from_embeddings` passes exactly these, when
+        present in the batch (the whole batch, also under GradCache accumulation).
     """
+
+    extra_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -171,7 +183,29 @@ class ContrastiveLoss(nn.Module):
             )
         return embs, msk
 
+    def distill_pairs(self, names: Sequence[str]) -> list[tuple[str, str]] | None:
+        """Modality pairs whose softmax similarities momentum distillation may soften.
+
+        ``None`` (the default) means the loss does not support distillation (it is not a
+        pairwise softmax contrastive loss); pairwise losses return the pairs they contrast.
+        """
+        return None
+
     def extra_repr(self) -> str:
         """Describe the configuration in ``repr``."""
         learn = isinstance(self.log_logit_scale, nn.Parameter)
         return f"logit_scale={float(self.logit_scale):.4g}, learn_logit_scale={learn}"
+
+
+def supports_distillation(loss: nn.Module) -> bool:
+    """Whether ``loss`` works with momentum distillation (:mod:`biomodal.train.distill`).
+
+    True for losses that override :meth:`ContrastiveLoss.distill_pairs` (the pairwise softmax
+    losses ``clip``, ``clip_uniformity``, ``cwcl``, ``softclip``) and for a schedule whose every
+    stage does.
+    """
+    own = getattr(loss, "supports_distillation", None)
+    if callable(own):
+        return bool(own())
+    fn = getattr(type(loss), "distill_pairs", None)
+    return fn is not None and fn is not ContrastiveLoss.distill_pairs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -13,6 +14,7 @@ from biomodal.losses._chunked import infonce_rows
 from biomodal.losses.base import ContrastiveLoss, LossOutput
 from biomodal.losses.distributed import GlobalBatch
 from biomodal.losses.registry import register_loss
+from biomodal.modalities import BATCH_CODE
 
 __all__ = ["ClipLoss", "modality_pairs"]
 
@@ -37,7 +39,7 @@ class ClipLoss(ContrastiveLoss):
         \ell_{x\to y} = -\frac1N \sum_i \log \frac{e^{s\, x_i\cdot y_i}}{\sum_j w_{ij} e^{s\, x_i\cdot y_j}},
         \qquad L_{xy} = \tfrac12 (\ell_{x\to y} + \ell_{y\to x}),
 
-    with :math:`w_{ij} = 1`, or, when ``batch=`` labels are given,
+    with :math:`w_{ij} = 1`, or, when ``batch_code=`` labels are given,
     :math:`w_{ij} = 1` for rows of the same batch and ``cross_batch_negative_weight`` otherwise
     (0 removes negatives from other batches, the positive is always kept). With more than two
     modalities the loss is the mean of :math:`L_{xy}` over all pairs, or over the pairs
@@ -56,8 +58,11 @@ class ClipLoss(ContrastiveLoss):
     chunk_size
         Rows per block of the memory-bounded kernel (``None``: plain autograd).
     cross_batch_negative_weight
-        Weight in ``[0, 1]`` of negatives from another batch label (``batch=`` in ``forward``).
+        Weight in ``[0, 1]`` of negatives from another batch label (``batch_code=`` in
+        ``forward``, the batch dict's ``"batch_code"`` in training).
     """
+
+    extra_keys: ClassVar[tuple[str, ...]] = (BATCH_CODE,)
 
     def __init__(
         self,
@@ -84,7 +89,7 @@ class ClipLoss(ContrastiveLoss):
         self,
         embeddings: Mapping[str, Tensor],
         masks: Mapping[str, Tensor] | None = None,
-        batch: Tensor | None = None,
+        batch_code: Tensor | None = None,
     ) -> LossOutput:
         """Compute the loss.
 
@@ -94,18 +99,21 @@ class ClipLoss(ContrastiveLoss):
             ``{name: (B, D)}`` plus optional ``{name}_mask`` booleans.
         masks
             Presence masks by modality name (override those in ``embeddings``).
-        batch
-            Integer batch label per row, ``(B,)``; used when ``cross_batch_negative_weight < 1``.
+        batch_code
+            Integer batch-effect code per row, ``(B,)``; used when
+            ``cross_batch_negative_weight < 1``.
         """
         embs, msk = self.parse(embeddings, masks)
         gb = GlobalBatch(embs, msk)
         scale = self._scale(next(iter(embs.values())))
         w = self.cross_batch_negative_weight
-        use_batch = batch is not None and w < 1.0
+        use_batch = batch_code is not None and w < 1.0
         if use_batch:
-            batch = torch.as_tensor(batch, device=gb.device)
+            batch = torch.as_tensor(batch_code, device=gb.device)
             if batch.shape != (gb.shard.sizes[gb.shard.rank],):
-                raise DataError(f"batch labels must have shape ({gb.shard.sizes[gb.shard.rank]},)")
+                raise DataError(
+                    f"batch_code must have shape ({gb.shard.sizes[gb.shard.rank]},), got {tuple(batch.shape)}"
+                )
             batch_glob = gb.gather(batch.long())
         parts: dict[str, Tensor] = {}
         for a, b in modality_pairs(list(embs), self.anchor):
@@ -129,6 +137,10 @@ class ClipLoss(ContrastiveLoss):
             parts[f"{a}-{b}"] = gb.finish(total * 0.5, sel.n_global)
         loss = torch.stack(list(parts.values())).mean()
         return LossOutput(loss, parts)
+
+    def distill_pairs(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """Return the pairs this loss contrasts (all, or ``(anchor, other)``)."""
+        return modality_pairs(list(names), self.anchor)
 
     def extra_repr(self) -> str:
         """Describe the configuration in ``repr``."""

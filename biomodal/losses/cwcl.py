@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,15 @@ def reference_similarity(
     return r_loc @ r_glob.T
 
 
+_KINDS = ("auto", "similarity", "embedding")
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in _KINDS:
+        raise ConfigError(f"reference_kind must be one of {_KINDS}, got {kind!r}")
+    return kind
+
+
 @register_loss(
     "cwcl", family="pairwise", needs="paired embeddings (B, D) plus reference= similarity or embedding"
 )
@@ -74,7 +84,24 @@ class CwclLoss(ContrastiveLoss):
     similarity; the weights carry no gradient unless the reference does. The same row weights
     ``w_ij`` serve both directions (they are symmetric for embedding references). The
     embeddings themselves are used as given. Each pair uses rows where both are present.
+
+    In training, :class:`~biomodal.train.ContrastiveModel` passes the batch dict's
+    ``"reference"`` entry (:attr:`extra_keys`), e.g. per-row reference embeddings produced by the
+    dataset.
+
+    Parameters
+    ----------
+    logit_scale, learn_logit_scale, max_logit_scale, modalities
+        See :class:`~biomodal.losses.base.ContrastiveLoss`.
+    anchor
+        Pair every other modality with this one only.
+    reference_kind
+        ``"auto"`` (a ``(B_local, N_global)`` matrix is a similarity, anything else reference
+        embeddings), ``"similarity"`` or ``"embedding"``; ``forward(reference_kind=...)``
+        overrides it for one call.
     """
+
+    extra_keys: ClassVar[tuple[str, ...]] = ("reference",)
 
     def __init__(
         self,
@@ -83,20 +110,26 @@ class CwclLoss(ContrastiveLoss):
         max_logit_scale: float = 100.0,
         modalities: Sequence[str] | None = None,
         anchor: str | None = None,
+        reference_kind: str = "auto",
     ) -> None:
         super().__init__(logit_scale, learn_logit_scale, max_logit_scale, modalities)
         self.anchor = anchor
+        self.reference_kind = _check_kind(reference_kind)
 
     def forward(
         self,
         embeddings: Mapping[str, Tensor],
         masks: Mapping[str, Tensor] | None = None,
         reference: Tensor | None = None,
-        reference_kind: str = "auto",
+        reference_kind: str | None = None,
     ) -> LossOutput:
         """Compute the loss; ``reference`` is required (see the class docstring)."""
         if reference is None:
-            raise DataError("cwcl needs reference= (a (B, B) similarity or (B, D') reference embeddings)")
+            raise DataError(
+                "cwcl needs reference= (a (B, B) similarity or (B, D') reference embeddings; in "
+                "training the batch dict's 'reference' entry)"
+            )
+        kind = self.reference_kind if reference_kind is None else _check_kind(reference_kind)
         embs, msk = self.parse(embeddings, masks)
         gb = GlobalBatch(embs, msk)
         scale = self._scale(next(iter(embs.values())))
@@ -106,7 +139,7 @@ class CwclLoss(ContrastiveLoss):
             if sel.n_global == 0:
                 parts[f"{a}-{b}"] = gb.anchor_zero()
                 continue
-            w = (1.0 + reference_similarity(gb, sel, reference, reference_kind, normalize=True)) / 2
+            w = (1.0 + reference_similarity(gb, sel, reference, kind, normalize=True)) / 2
             w = w.to(scale.dtype)
             w = w / w.sum(dim=1, keepdim=True)
             total = 0.0
@@ -116,6 +149,10 @@ class CwclLoss(ContrastiveLoss):
             parts[f"{a}-{b}"] = gb.finish(total * 0.5, sel.n_global)  # type: ignore[arg-type]
         return LossOutput(torch.stack(list(parts.values())).mean(), parts)
 
+    def distill_pairs(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """Return the pairs this loss contrasts (all, or ``(anchor, other)``)."""
+        return modality_pairs(list(names), self.anchor)
+
     def extra_repr(self) -> str:
         """Describe the configuration in ``repr``."""
-        return f"{super().extra_repr()}, anchor={self.anchor!r}"
+        return f"{super().extra_repr()}, anchor={self.anchor!r}, reference_kind={self.reference_kind!r}"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from biomodal.errors import ConfigError, DataError
 from biomodal.losses.base import ContrastiveLoss, LossOutput
-from biomodal.losses.cwcl import reference_similarity
+from biomodal.losses.cwcl import _check_kind, reference_similarity
 from biomodal.losses.distributed import GlobalBatch
 from biomodal.losses.registry import register_loss
+from biomodal.modalities import mask_key
 
 __all__ = ["BiMixCoLoss", "SoftClipLoss"]
 
@@ -71,7 +72,12 @@ class SoftClipLoss(ContrastiveLoss):
     ``target_logit_scale=None`` uses ``logit_scale`` (one temperature, as MindEye's SoftCLIP).
     ``detach_targets`` stops gradients through :math:`P` (MindEye's targets are frozen anyway;
     BLEEP lets them flow, the default here). Rows where both are present are used.
+    ``reference_kind`` (``"auto"``, ``"similarity"``, ``"embedding"``) reads ``reference`` as in
+    :class:`~biomodal.losses.cwcl.CwclLoss`; in training the batch dict's ``"reference"`` entry is
+    passed (:attr:`extra_keys`).
     """
+
+    extra_keys: ClassVar[tuple[str, ...]] = ("reference",)
 
     def __init__(
         self,
@@ -83,6 +89,7 @@ class SoftClipLoss(ContrastiveLoss):
         target: str | None = None,
         target_logit_scale: float | None = None,
         detach_targets: bool = False,
+        reference_kind: str = "auto",
     ) -> None:
         super().__init__(logit_scale, learn_logit_scale, max_logit_scale, modalities)
         if target_logit_scale is not None and not target_logit_scale > 0:
@@ -90,13 +97,18 @@ class SoftClipLoss(ContrastiveLoss):
         self.source, self.target = source, target
         self.target_logit_scale = target_logit_scale
         self.detach_targets = detach_targets
+        self.reference_kind = _check_kind(reference_kind)
+
+    def distill_pairs(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """Return the one ``(source, target)`` pair."""
+        return [_source_target(list(names), self.source, self.target)]
 
     def forward(
         self,
         embeddings: Mapping[str, Tensor],
         masks: Mapping[str, Tensor] | None = None,
         reference: Tensor | None = None,
-        reference_kind: str = "auto",
+        reference_kind: str | None = None,
     ) -> LossOutput:
         """Compute the loss (``reference`` optional, see the class docstring)."""
         src, tgt, gb, sel, scale, empty = _directed_pair(self, embeddings, masks)
@@ -106,7 +118,8 @@ class SoftClipLoss(ContrastiveLoss):
         if reference is None:
             sim = y @ sel.glob[tgt].T
         else:
-            sim = reference_similarity(gb, sel, reference, reference_kind, normalize=False).to(scale.dtype)
+            kind = self.reference_kind if reference_kind is None else _check_kind(reference_kind)
+            sim = reference_similarity(gb, sel, reference, kind, normalize=False).to(scale.dtype)
         t_scale = scale if self.target_logit_scale is None else self.target_logit_scale
         p = torch.softmax(t_scale * sim, dim=1)
         if self.detach_targets:
@@ -137,7 +150,27 @@ class BiMixCoLoss(ContrastiveLoss):
     (mixing stays within a rank's batch). Without ``mix_perm`` the loss is the hard-target
     symmetric InfoNCE (CLIP). With masks, rows lacking either modality are excluded; a present
     row mixed (``lam < 1``) with an excluded row is a :class:`~biomodal.errors.DataError`.
+
+    In training, :class:`~biomodal.train.ContrastiveModel` does the data side itself: before
+    encoding it calls :meth:`mix_inputs`, which mixes the source modality's raw inputs as MindEye
+    does (each row mixed with probability ``mix_prob``, ``lam ~ Beta(mix_beta, mix_beta)``) and
+    puts ``mix_perm``/``mix_lambda`` into the batch (:attr:`extra_keys`), from where they reach
+    ``forward``. Validation (eval mode) does not mix.
+
+    Parameters
+    ----------
+    logit_scale, learn_logit_scale, max_logit_scale, modalities
+        See :class:`~biomodal.losses.base.ContrastiveLoss`.
+    source, target
+        The mixed (source) and clean (target) modalities; with two modalities they default to
+        the first and second.
+    mix_prob
+        Probability that a row is mixed in :meth:`mix_inputs` (MindEye: 0.5); 0 never mixes.
+    mix_beta
+        Concentration of the symmetric Beta distribution of ``lam`` (MindEye: 0.15).
     """
+
+    extra_keys: ClassVar[tuple[str, ...]] = ("mix_perm", "mix_lambda")
 
     def __init__(
         self,
@@ -147,9 +180,65 @@ class BiMixCoLoss(ContrastiveLoss):
         modalities: Sequence[str] | None = None,
         source: str | None = None,
         target: str | None = None,
+        mix_prob: float = 0.5,
+        mix_beta: float = 0.15,
     ) -> None:
         super().__init__(logit_scale, learn_logit_scale, max_logit_scale, modalities)
+        if not 0.0 <= mix_prob <= 1.0:
+            raise ConfigError(f"bimixco: mix_prob must be in [0, 1], got {mix_prob!r}")
+        if not mix_beta > 0:
+            raise ConfigError(f"bimixco: mix_beta must be > 0, got {mix_beta!r}")
         self.source, self.target = source, target
+        self.mix_prob, self.mix_beta = float(mix_prob), float(mix_beta)
+
+    def mix_inputs(
+        self, batch: Mapping[str, Any], modalities: Sequence[str]
+    ) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """Mix the source modality's raw inputs within the batch (MindEye's MixCo).
+
+        Parameters
+        ----------
+        batch
+            The (per-process) batch dict; the source entry must be a floating ``(B, ...)`` tensor.
+        modalities
+            The model's modality names, in order (to infer ``source``/``target`` like ``forward``).
+
+        Returns
+        -------
+        tuple
+            ``(batch with the source replaced by its mixed version, {"mix_perm": LongTensor[B],
+            "mix_lambda": Tensor[B]})``. Only rows where source and target are present are mixed,
+            and only with each other; unmixed rows have ``mix_lambda = 1``. Draws use the global
+            torch RNG (CPU), so checkpoints and GradCache replay them exactly.
+        """
+        if self.mix_prob == 0.0:
+            return dict(batch), {}
+        names = [m for m in (self.modalities or modalities) if m in batch]
+        src, tgt = _source_target(names, self.source, self.target)
+        x = batch[src]
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1:
+            kind = f"{x.dtype} tensor" if isinstance(x, Tensor) else type(x).__name__
+            raise DataError(
+                f"bimixco mixes the raw inputs of {src!r}: expected a floating (B, ...) tensor, got {kind}"
+            )
+        n = x.shape[0]
+        valid = torch.ones(n, dtype=torch.bool)
+        for name in (src, tgt):
+            m = batch.get(mask_key(name))
+            if m is not None:
+                valid &= torch.as_tensor(m).detach().cpu().bool().reshape(-1)
+        rows = torch.nonzero(valid).flatten()
+        perm = torch.arange(n)
+        perm[rows] = rows[torch.randperm(rows.numel())]
+        beta = torch.distributions.Beta(torch.tensor(self.mix_beta), torch.tensor(self.mix_beta))
+        lam = beta.sample((n,))
+        mixed = valid & (torch.rand(n) < self.mix_prob)
+        lam = torch.where(mixed, lam, torch.ones_like(lam))
+        shape = (n,) + (1,) * (x.ndim - 1)
+        lx = lam.to(x.device, x.dtype).view(shape)
+        px = perm.to(x.device)
+        x_mixed = torch.where(mixed.to(x.device).view(shape), lx * x + (1 - lx) * x[px], x)
+        return {**batch, src: x_mixed}, {"mix_perm": px, "mix_lambda": lam.to(x.device)}
 
     def forward(
         self,

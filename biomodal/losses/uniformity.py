@@ -61,8 +61,10 @@ class ClipUniformityLoss(ClipLoss):
         The weights :math:`w_c, w_a, w_u, w_x` (all 1 by default).
     uniformity_t, align_alpha
         :math:`t` and :math:`\alpha`.
-    **clip_kwargs
-        Passed on to :class:`~biomodal.losses.clip.ClipLoss` (scale, anchor, chunk_size, ...).
+    logit_scale, learn_logit_scale, max_logit_scale, modalities
+        As for :class:`~biomodal.losses.clip.ClipLoss`.
+    anchor, chunk_size, cross_batch_negative_weight
+        As for :class:`~biomodal.losses.clip.ClipLoss`.
     """
 
     def __init__(
@@ -104,10 +106,10 @@ class ClipUniformityLoss(ClipLoss):
         self,
         embeddings: Mapping[str, Tensor],
         masks: Mapping[str, Tensor] | None = None,
-        batch: Tensor | None = None,
+        batch_code: Tensor | None = None,
     ) -> LossOutput:
         """Compute the loss (arguments as :meth:`biomodal.losses.clip.ClipLoss.forward`)."""
-        clip = super().forward(embeddings, masks, batch)
+        clip = super().forward(embeddings, masks, batch_code)
         embs, msk = self.parse(embeddings, masks)
         gb = GlobalBatch(embs, msk)
         t = self.uniformity_t

@@ -144,9 +144,9 @@ class BatchDiscriminator(nn.Module):
         """Batch logits ``[B, n_batches]`` (gradient into ``z`` is reversed)."""
         return self.net(self.grl(z))
 
-    def loss(self, z: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    def loss(self, z: torch.Tensor, batch_code: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the batch prediction; codes ``< 0`` or ``>= n_batches`` are ignored."""
-        target = batch.long().clone()
+        target = batch_code.long().clone()
         target[(target < 0) | (target >= self.n_batches)] = -100
         if bool((target == -100).all()):
             return self(z).sum() * 0.0

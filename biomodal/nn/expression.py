@@ -3,9 +3,11 @@
 Both take a float matrix ``[B, n_genes]`` (log-normalised expression in the gene-panel order
 recorded with the data) and return ``[B, out_dim]``. With ``n_batches=K`` their normalisation
 layers become :class:`BatchConditionedNorm`: a non-affine LayerNorm/BatchNorm followed by a
-per-batch scale and shift, so ``forward(x, batch)`` takes ``batch``, a ``LongTensor[B]`` of codes
-in ``[0, K)``. Codes outside that range (``-1`` or ``>= K``, i.e. batches never seen in
-training) and ``batch=None`` use the *unseen* affine: the mean of the learned per-batch
+per-batch scale and shift, so ``forward(x, batch_code)`` takes ``batch_code``, a ``LongTensor[B]``
+of batch-effect codes in ``[0, K)`` (the batch dict's ``"batch_code"``, see
+:data:`biomodal.modalities.BATCH_CODE`). Such encoders declare ``spec.covariates ==
+("batch_code",)``. Codes outside that range (``-1`` or ``>= K``, i.e. batches never seen in
+training) and ``batch_code=None`` use the *unseen* affine: the mean of the learned per-batch
 affines (``unseen="mean"``, default; identity at initialisation) or the identity
 (``unseen="identity"``).
 """
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from biomodal.errors import ConfigError, DataError
+from biomodal.modalities import BATCH_CODE
 from biomodal.nn.registry import register_encoder
 from biomodal.nn.timm_encoders import load_checked, load_state_dict_file
 
@@ -27,28 +30,28 @@ __all__ = ["BatchConditionedNorm", "GeneTransformer", "MLPEncoder"]
 _ACTS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "elu": nn.ELU}
 
 
-def _check_batch(batch: torch.Tensor | None, n: int, where: str) -> torch.Tensor | None:
-    if batch is None:
+def _check_codes(codes: torch.Tensor | None, n: int, where: str) -> torch.Tensor | None:
+    if codes is None:
         return None
-    if not isinstance(batch, torch.Tensor) or batch.dtype not in (
+    if not isinstance(codes, torch.Tensor) or codes.dtype not in (
         torch.int64,
         torch.int32,
         torch.int16,
         torch.uint8,
     ):
         raise DataError(
-            f"{where}: batch must be an integer tensor of codes, got {type(batch).__name__} "
-            f"{getattr(batch, 'dtype', '')}"
+            f"{where}: batch_code must be an integer tensor of batch codes, got {type(codes).__name__} "
+            f"{getattr(codes, 'dtype', '')}"
         )
-    if batch.ndim != 1 or batch.shape[0] != n:
-        raise DataError(f"{where}: batch must have shape ({n},), got {tuple(batch.shape)}")
-    return batch.long()
+    if codes.ndim != 1 or codes.shape[0] != n:
+        raise DataError(f"{where}: batch_code must have shape ({n},), got {tuple(codes.shape)}")
+    return codes.long()
 
 
 class BatchConditionedNorm(nn.Module):
     """Normalisation whose scale and shift depend on the batch (conditional layer norm).
 
-    ``y = norm(x) * gamma[batch] + beta[batch]`` with ``norm`` a LayerNorm (or BatchNorm)
+    ``y = norm(x) * gamma[batch_code] + beta[batch_code]`` with ``norm`` a LayerNorm (or BatchNorm)
     without its own affine. ``gamma``/``beta`` start at 1/0, so an untrained model treats all
     batches alike.
 
@@ -61,7 +64,7 @@ class BatchConditionedNorm(nn.Module):
     base
         ``"layer"`` or ``"batch"`` (BatchNorm1d; only for 2-D inputs).
     unseen
-        Affine for codes ``-1``/``>= n_batches``/``batch=None``: ``"mean"`` (average of the
+        Affine for codes ``-1``/``>= n_batches``/``batch_code=None``: ``"mean"`` (average of the
         learned per-batch affines) or ``"identity"`` (scale 1, shift 0).
     """
 
@@ -82,23 +85,23 @@ class BatchConditionedNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(n_batches, dim))
         self.beta = nn.Parameter(torch.zeros(n_batches, dim))
 
-    def affine(self, batch: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample ``(scale, shift)`` of shape ``[n, dim]`` for codes ``batch``."""
+    def affine(self, batch_code: torch.Tensor | None, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample ``(scale, shift)`` of shape ``[n, dim]`` for codes ``batch_code``."""
         if self.unseen == "mean":
             g0, b0 = self.gamma.mean(0), self.beta.mean(0)
         else:
             g0, b0 = torch.ones_like(self.gamma[0]), torch.zeros_like(self.beta[0])
-        if batch is None:
+        if batch_code is None:
             return g0.expand(n, -1), b0.expand(n, -1)
-        seen = ((batch >= 0) & (batch < self.n_batches)).unsqueeze(-1)
-        idx = batch.clamp(0, self.n_batches - 1)
+        seen = ((batch_code >= 0) & (batch_code < self.n_batches)).unsqueeze(-1)
+        idx = batch_code.clamp(0, self.n_batches - 1)
         return torch.where(seen, self.gamma[idx], g0), torch.where(seen, self.beta[idx], b0)
 
-    def forward(self, x: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalise ``x`` (``[B, dim]`` or ``[B, ..., dim]``) with the affine of ``batch``."""
-        batch = _check_batch(batch, x.shape[0], "BatchConditionedNorm")
+    def forward(self, x: torch.Tensor, batch_code: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``x`` (``[B, dim]`` or ``[B, ..., dim]``) with the affine of ``batch_code``."""
+        codes = _check_codes(batch_code, x.shape[0], "BatchConditionedNorm")
         h = self.norm(x)
-        g, b = self.affine(batch, x.shape[0])
+        g, b = self.affine(codes, x.shape[0])
         shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
         return h * g.view(shape) + b.view(shape)
 
@@ -139,7 +142,7 @@ class MLPEncoder(nn.Module):
     activation
         ``"gelu"``, ``"relu"``, ``"silu"`` or ``"elu"``.
     n_batches
-        Use :class:`BatchConditionedNorm` in every hidden layer (``forward(x, batch)``).
+        Use :class:`BatchConditionedNorm` in every hidden layer (``forward(x, batch_code)``).
     unseen
         Unseen-batch policy of the conditioned norms (``"mean"`` or ``"identity"``).
     """
@@ -179,14 +182,14 @@ class MLPEncoder(nn.Module):
         self.proj = nn.Linear(prev, out_dim) if out_dim else nn.Identity()
         self.out_dim = int(out_dim or prev)
 
-    def forward(self, x: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
-        """Features ``[B, out_dim]``; ``batch`` (``LongTensor[B]``) is used only with ``n_batches``."""
+    def forward(self, x: torch.Tensor, batch_code: torch.Tensor | None = None) -> torch.Tensor:
+        """Features ``[B, out_dim]``; ``batch_code`` (``LongTensor[B]``) is used only with ``n_batches``."""
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise DataError(f"mlp: expected input [B, {self.in_features}], got {tuple(x.shape)}")
         h = self.input_dropout(x)
         for linear, norm in zip(self.linears, self.norms):
             h = linear(h)
-            h = norm(h, batch) if isinstance(norm, BatchConditionedNorm) else norm(h)
+            h = norm(h, batch_code) if isinstance(norm, BatchConditionedNorm) else norm(h)
             h = self.dropout(self.act(h))
         return self.proj(h)
 
@@ -303,8 +306,8 @@ class GeneTransformer(nn.Module):
         pad = vals <= 0 if self.mask_zeros else torch.zeros_like(vals, dtype=torch.bool)
         return ids, vals, pad
 
-    def forward(self, x: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
-        """Features ``[B, out_dim]`` from expression ``[B, in_features]``."""
+    def forward(self, x: torch.Tensor, batch_code: torch.Tensor | None = None) -> torch.Tensor:
+        """Features ``[B, out_dim]`` from expression ``[B, in_features]`` (``batch_code`` as in ``mlp``)."""
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise DataError(f"gene_transformer: expected input [B, {self.in_features}], got {tuple(x.shape)}")
         ids, vals, pad = self.tokenize(x)
@@ -320,7 +323,7 @@ class GeneTransformer(nn.Module):
         for block in self.blocks:
             tok = block(tok, src_key_padding_mask=pad)
         cls = tok[:, 0]
-        cls = self.norm(cls, batch) if isinstance(self.norm, BatchConditionedNorm) else self.norm(cls)
+        cls = self.norm(cls, batch_code) if isinstance(self.norm, BatchConditionedNorm) else self.norm(cls)
         return self.proj(cls)
 
 
@@ -333,7 +336,7 @@ def _finish(
         weights = str(pretrained_path)
     model.spec_updates = {
         "input_shape": {"in_features": int(in_features)},
-        "covariates": ("batch",) if n_batches else (),
+        "covariates": (BATCH_CODE,) if n_batches else (),
         "weights": weights,
     }
     return model

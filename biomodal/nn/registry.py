@@ -5,9 +5,13 @@ Every encoder built here is an ``nn.Module`` with
 * ``out_dim`` (int): width of the features returned by ``forward``;
 * ``spec`` (:class:`EncoderSpec`): what the encoder expects as input (modality, input kind,
   shape hints, microns per pixel, normalisation) and the config that rebuilds it;
-* ``forward(x) -> Tensor[B, out_dim]``. Vector encoders that take covariates
-  (``spec.covariates == ("batch",)``) accept ``forward(x, batch=None)`` where ``batch`` is a
-  ``LongTensor[B]`` of batch codes (``-1`` or codes ``>= n_batches`` mean "unseen batch").
+* ``forward(x) -> Tensor[B, out_dim]``. Encoders that take covariates declare them in
+  ``spec.covariates`` (names from :data:`biomodal.modalities.COVARIATES`) and accept each as a
+  keyword: ``spec.covariates == ("batch_code",)`` means ``forward(x, batch_code=None)`` with a
+  ``LongTensor[B]`` of batch-effect codes (``-1`` or codes ``>= n_batches`` mean "unseen
+  batch"); ``("subject",)`` means ``forward(x, subject=...)`` with subject codes.
+  :class:`~biomodal.train.ContrastiveModel` passes exactly the declared covariates from the
+  batch dict.
 
 Names are either plain (``"cnn_small"``, ``"mlp"``, ``"uni"``) or prefixed families:
 ``"timm:<any timm model>"``, ``"hf:<local folder>"``, ``"torchvision:<resnet18|...>"``,
@@ -27,7 +31,7 @@ from torch import nn
 
 from biomodal._registry import Registry
 from biomodal.errors import ConfigError
-from biomodal.modalities import MODALITIES
+from biomodal.modalities import COVARIATES, MODALITIES
 
 __all__ = [
     "EncoderSpec",
@@ -72,7 +76,9 @@ class EncoderSpec:
     config
         Keyword arguments that rebuild the encoder: ``create_encoder(name, **config)``.
     covariates
-        Extra ``forward`` arguments the encoder uses, e.g. ``("batch",)``.
+        Extra ``forward`` keyword arguments the encoder takes, named as the batch-dict keys they
+        come from, e.g. ``("batch_code",)`` or ``("subject",)`` (see
+        :data:`biomodal.modalities.COVARIATES`).
     """
 
     name: str
@@ -145,13 +151,15 @@ def register_encoder(
     description: str = "",
     family: bool = False,
     heavy: bool = False,
+    covariates: Sequence[str] = (),
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register an encoder factory (decorator).
 
     The factory receives the user's keyword config and returns an ``nn.Module`` with an
     ``out_dim`` attribute. It may set ``module.spec_updates`` (a dict of :class:`EncoderSpec`
     fields) to record facts only known after building (normalisation from timm's
-    pretrained config, the weights source, resolved input shape...).
+    pretrained config, the weights source, resolved input shape, the covariates a given
+    configuration takes, e.g. ``{"covariates": ("batch_code",)}`` only when ``n_batches`` is set).
 
     Parameters
     ----------
@@ -166,6 +174,9 @@ def register_encoder(
         Register a prefix family (``"timm:<model>"``).
     heavy
         Large model (foundation presets); tests build it only on the meta device.
+    covariates
+        Default ``spec.covariates``: batch-dict keys the encoder's ``forward`` takes as keyword
+        arguments (see :data:`biomodal.modalities.COVARIATES`).
 
     Examples
     --------
@@ -182,6 +193,9 @@ def register_encoder(
         raise ConfigError(f"register_encoder({name!r}): modality {modality!r} not in {MODALITIES}")
     if input_kind not in INPUT_KINDS:
         raise ConfigError(f"register_encoder({name!r}): input_kind {input_kind!r} not in {INPUT_KINDS}")
+    bad = [c for c in covariates if c not in COVARIATES]
+    if bad:
+        raise ConfigError(f"register_encoder({name!r}): covariates {bad} not in {COVARIATES}")
     key = f"{name}:" if family else name
     meta = dict(
         modality=modality,
@@ -193,6 +207,7 @@ def register_encoder(
         description=description,
         family=family,
         heavy=heavy,
+        covariates=tuple(covariates),
     )
     if family:
         _FAMILIES[name] = key
@@ -223,6 +238,7 @@ def _base_spec(name: str, meta: dict[str, Any]) -> EncoderSpec:
         mpp=meta["mpp"],
         mean=meta["mean"],
         std=meta["std"],
+        covariates=tuple(meta.get("covariates", ())),
     )
 
 
@@ -267,6 +283,12 @@ def create_encoder(name: str, **cfg: Any) -> nn.Module:
         setattr(spec, field, value)
     if "spec_updates" in module.__dict__:
         del module.__dict__["spec_updates"]
+    spec.covariates = tuple(spec.covariates or ())
+    bad = [c for c in spec.covariates if c not in COVARIATES]
+    if bad:
+        raise ConfigError(
+            f"encoder {name!r}: builder declared covariates {bad}; expected names from {COVARIATES}"
+        )
     for field, value in overrides.items():
         if field == "modality":
             if value not in MODALITIES:
@@ -312,7 +334,7 @@ def encoder_spec(name: str, **cfg: Any) -> EncoderSpec:
 
 
 def encoder_factory(name: str) -> Callable[..., nn.Module]:
-    """The builder registered for ``name`` (a family's builder for ``"timm:..."`` names).
+    """Return the builder registered for ``name`` (a family's builder for ``"timm:..."`` names).
 
     Callers inspect its signature to know which keyword arguments it takes (the recipe layer
     passes a modality's input spec, e.g. ``in_features``, only to builders that take it).

@@ -108,13 +108,17 @@ def build_model(
             )
         start = adv.max_reversal if adv.schedule == "constant" else 0.0
         adversary = BatchDiscriminator(recipe.model.embed_dim, n_batches, hidden=(adv.hidden,), weight=start)
+    m = recipe.model
     return ContrastiveModel(
         encoders,
         loss,
-        embed_dim=recipe.model.embed_dim,
-        head=recipe.model.head,
+        embed_dim=m.embed_dim,
+        head=m.head,
         adversary=adversary,
         adversary_weight=adv.weight if adversary is not None else 1.0,
+        distill=m.distill.model_dump() if m.distill is not None else None,
+        self_supervised=m.self_supervised,
+        ssl_temperature=m.ssl_temperature,
     )
 
 

@@ -88,9 +88,9 @@ def claim_run_dir(run_dir: Path, recipe: dict[str, Any], *, resume: bool, overwr
             )
         resumed = True
     run_dir.mkdir(parents=True, exist_ok=True)
-    from biomodal.recipes.runner import _atomic_write
+    from biomodal._atomic import atomic_write_text
 
-    _atomic_write(run_dir / "run.json", json.dumps({"recipe_hash": digest, "recipe": recipe}, indent=1))
+    atomic_write_text(run_dir / "run.json", json.dumps({"recipe_hash": digest, "recipe": recipe}, indent=1))
     return resumed
 
 

@@ -113,8 +113,9 @@ def evaluate_checkpoint(
     """Re-evaluate a checkpoint on its recipe's held-out split; write ``metrics.json`` to ``out``."""
     import json
 
+    from biomodal._atomic import atomic_write_text
     from biomodal.recipes._evaluate import evaluate
-    from biomodal.recipes.runner import _atomic_write, format_metrics
+    from biomodal.recipes.runner import format_metrics
 
     model = load(checkpoint)
     ckpt_path = Path(model.checkpoint_path)
@@ -129,8 +130,8 @@ def evaluate_checkpoint(
     metrics = evaluate(model.recipe, model, prepared, out_dir)
     metrics["recipe"] = model.recipe.name
     metrics["checkpoint"] = str(ckpt_path)
-    _atomic_write(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
-    _atomic_write(out_dir / "metrics.md", format_metrics(metrics))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    atomic_write_text(out_dir / "metrics.md", format_metrics(metrics))
     return metrics
 
 
@@ -155,10 +156,8 @@ def embed_h5ad(checkpoint: str | os.PathLike, data: str | os.PathLike, output: s
     out.uns["biomodal"] = {"checkpoint": str(model.checkpoint_path), "recipe": model.recipe.name}
     dest = Path(output)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}.h5ad")
-    try:
+    from biomodal._atomic import atomic_path
+
+    with atomic_path(dest) as tmp:  # a refused or interrupted write never leaves a partial file
         out.write_h5ad(tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

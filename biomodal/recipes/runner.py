@@ -18,17 +18,12 @@ from typing import Any
 
 import yaml
 
+from biomodal._atomic import atomic_write_text
 from biomodal.recipes.schema import Recipe, load_recipe
 
 __all__ = ["format_metrics", "run"]
 
 log = logging.getLogger("biomodal")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _save_model(path: Path, model: Any, config: Any, extra: dict[str, Any]) -> None:
@@ -109,7 +104,7 @@ def run(
     if claim_run_dir(run_dir, rec.to_dict(), resume=resume, overwrite=overwrite):
         trainer = {**rec.trainer, "resume": rec.trainer.get("resume") or "latest"}
         rec = load_recipe({**rec.to_dict(), "trainer": trainer})
-    _atomic_write(run_dir / "recipe.yaml", yaml.safe_dump(rec.to_dict(), sort_keys=False))
+    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(rec.to_dict(), sort_keys=False))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     prepared = family.prepare(rec, run_dir)
@@ -161,8 +156,8 @@ def run(
         "best_checkpoint": str(result.best_checkpoint or ""),
         "stopped_early": result.stopped_early,
     }
-    _atomic_write(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
-    _atomic_write(run_dir / "metrics.md", format_metrics(metrics))
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    atomic_write_text(run_dir / "metrics.md", format_metrics(metrics))
     print(format_metrics(metrics))
     print(f"run directory: {run_dir}")
     return metrics

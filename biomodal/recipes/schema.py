@@ -10,7 +10,6 @@ against their allowed set. Notebooks build the same objects in Python::
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import os
 from pathlib import Path
@@ -27,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from biomodal._suggest import closest, did_you_mean
 from biomodal.errors import ConfigError
 from biomodal.modalities import MODALITIES
 from biomodal.recipes.families import DEFAULT_FAMILY, FamilyConfig, get_family
@@ -51,11 +51,36 @@ class ModalityConfig(_Strict):
     lora: dict[str, Any] | None = None
 
 
+class DistillConfig(_Strict):
+    """ALBEF momentum distillation: an EMA teacher's soft targets mixed in with weight ``alpha``."""
+
+    alpha: float = Field(default=0.4, ge=0, le=1)
+    momentum: float = Field(default=0.995, ge=0, lt=1)
+    warmup_steps: int = Field(default=0, ge=0)
+
+
 class ModelConfig(_Strict):
-    """Shared embedding space."""
+    """Shared embedding space and training options of the model.
+
+    Attributes
+    ----------
+    embed_dim, head
+        Size of the shared space and kind of projection head.
+    distill
+        Momentum distillation (ALBEF); ``None``: off.
+    self_supervised
+        CleanCLIP-style in-modality term: one weight for every modality or ``{modality:
+        weight}``; each modality is contrasted with its augmented view ``<name>_view``,
+        which the family's dataset provides. ``None``: off.
+    ssl_temperature
+        Temperature of that in-modality InfoNCE.
+    """
 
     embed_dim: int = Field(default=128, ge=2)
     head: Literal["linear", "mlp"] = "linear"
+    distill: DistillConfig | None = None
+    self_supervised: float | dict[str, float] | None = None
+    ssl_temperature: float = Field(default=0.1, gt=0)
 
 
 class LossConfig(_Strict):
@@ -224,8 +249,7 @@ class Recipe(_Strict):
     def _known_modalities(cls, v: dict[str, ModalityConfig]) -> dict[str, ModalityConfig]:
         for name in v:
             if name not in MODALITIES:
-                close = difflib.get_close_matches(name, MODALITIES, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(name, MODALITIES)
                 raise ValueError(f"unknown modality {name!r}; allowed: {', '.join(MODALITIES)}.{hint}")
         if len(v) < 2:
             raise ValueError("a contrastive recipe needs at least two modalities")
@@ -303,7 +327,7 @@ def _format_validation_error(exc: ValidationError, source: str, raw: Any = None)
         if err["type"] == "extra_forbidden":
             owner = _model_for_path(loc, raw)
             allowed = sorted(owner.model_fields) if owner else []
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            close = closest(str(loc[-1]), allowed)
             hint = f" Did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
             lines.append(f"  - unknown key {key!r}; allowed here: {', '.join(allowed)}.{hint}")
         else:

@@ -86,7 +86,8 @@ def run_sweep(
     resume, overwrite
         Passed to each variant's :func:`~biomodal.recipes.run`.
     """
-    from biomodal.recipes.runner import _atomic_write, run
+    from biomodal._atomic import atomic_write_text
+    from biomodal.recipes.runner import run
 
     run_dir = recipe.run_dir(out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,8 +109,8 @@ def run_sweep(
         results[name] = run(
             fresh(), overrides=list(overrides), out=run_dir / name, resume=resume, overwrite=overwrite
         )
-        _atomic_write(run_dir / "sweep.json", json.dumps(results, indent=2, default=float))
+        atomic_write_text(run_dir / "sweep.json", json.dumps(results, indent=2, default=float))
     table = sweep_table(results, recipe)
-    _atomic_write(run_dir / "sweep.md", f"# {recipe.name}\n\n{table}")
+    atomic_write_text(run_dir / "sweep.md", f"# {recipe.name}\n\n{table}")
     print(table)
     return results

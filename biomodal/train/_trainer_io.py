@@ -70,7 +70,9 @@ class TrainerIOMixin:
             t /= self.env.world_size
         return t.cpu().tolist()
 
-    def _log_step(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], grad_norm: Any) -> dict:
+    def _log_step(
+        self, loss: torch.Tensor, parts: dict[str, torch.Tensor], grad_norm: Any, stage: int | None = None
+    ) -> dict:
         keys = list(parts)
         vals = self._mean_over_ranks([loss, *[parts[k] for k in keys]])
         row: dict[str, float] = {"step": self.step, "epoch": self.epoch, "loss": vals[0]}
@@ -81,6 +83,8 @@ class TrainerIOMixin:
             row["lr_encoder"] = lrs.get("encoder", lrs.get("encoder_no_decay"))
         if grad_norm is not None:
             row["grad_norm"] = float(grad_norm)
+        if stage is not None:  # the ScheduledLoss stage this step trained with
+            row["loss_stage"] = stage
         row["time"] = time.perf_counter() - self._t0
         if self.env.is_main:
             self.history.append(row)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from biomodal._atomic import atomic_path
 from biomodal.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -109,17 +110,8 @@ def check_safe(obj: Any, where: str = "extra") -> None:
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``payload`` atomically: temporary file in the same folder, fsync, ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(dict(payload), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp:
+        torch.save(dict(payload), tmp)
     return path
 
 

@@ -109,11 +109,25 @@ def teardown(env: DistEnv) -> None:
 
 
 def all_reduce_grads(params: list[torch.nn.Parameter], world_size: int, bucket_mb: float = 25.0) -> None:
-    """Average ``.grad`` of ``params`` over ranks in flattened buckets (manual DDP reduction)."""
+    """Average ``.grad`` of ``params`` over ranks in flattened buckets (manual DDP reduction).
+
+    As DDP with ``find_unused_parameters=True``: a parameter without gradient on this rank but
+    with one on another (e.g. an encoder whose modality is absent from this rank's batch) takes
+    part with zeros; a parameter without gradient on every rank (an inactive loss stage) keeps
+    ``grad=None``, so the optimiser skips it exactly as in one process.
+    """
     if world_size <= 1:
         return
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    used = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
+    dist.all_reduce(used, op=dist.ReduceOp.SUM)
+    for p, n in zip(params, used.tolist()):
+        if n and p.grad is None:
+            p.grad = torch.zeros_like(p)
     grads = [p.grad for p in params if p.grad is not None]
     limit = int(bucket_mb * 2**20)
     buckets: dict[tuple, list[list[torch.Tensor]]] = {}

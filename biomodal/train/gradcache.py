@@ -26,7 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from biomodal.data.rows import batch_size_of, select_rows
 from biomodal.modalities import MASK_SUFFIX
+from biomodal.train.distill import TEACHER_PREFIX
 
 __all__ = ["accumulated_backward", "split_batch"]
 
@@ -34,31 +36,24 @@ __all__ = ["accumulated_backward", "split_batch"]
 def split_batch(batch: Mapping[str, Any], n: int) -> list[dict[str, Any]]:
     """Cut a batch dict into ``n`` near-equal micro-batches along the first dimension.
 
-    Tensors and lists whose length equals the batch size are split; other values are copied.
-    Empty micro-batches (when the batch is smaller than ``n``) are dropped.
+    Every per-sample leaf is split, recursively (see :func:`biomodal.data.rows.select_rows`):
+    tensors whose first dimension is the batch size, lists/tuples with one item per sample, and
+    dicts of them such as a tokenizer's ``{"input_ids": (B, L), "attention_mask": (B, L)}``.
+    Other values are copied. The batch size is the first dimension of the first tensor found
+    (top-level values first). Empty micro-batches (when the batch is smaller than ``n``) are
+    dropped.
     """
-    size = None
-    for v in batch.values():
-        if isinstance(v, Tensor) and v.ndim > 0:
-            size = v.shape[0]
-            break
+    size = next((s for v in batch.values() if isinstance(v, Tensor) and (s := batch_size_of(v))), None)
     if size is None:
-        raise ValueError("cannot split a batch without tensors")
+        size = next((s for v in batch.values() if isinstance(v, Mapping) and (s := batch_size_of(v))), None)
+    if size is None:
+        raise ValueError(f"cannot split a batch without tensors; keys: {sorted(batch)}")
     bounds = [(size * i) // n for i in range(n + 1)]
     out = []
     for i in range(n):
         lo, hi = bounds[i], bounds[i + 1]
-        if hi <= lo:
-            continue
-        mb: dict[str, Any] = {}
-        for k, v in batch.items():
-            if (isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == size) or (
-                isinstance(v, (list, tuple)) and len(v) == size
-            ):
-                mb[k] = v[lo:hi]
-            else:
-                mb[k] = v
-        out.append(mb)
+        if hi > lo:
+            out.append({k: select_rows(v, slice(lo, hi), size) for k, v in batch.items()})
     return out
 
 
@@ -96,6 +91,9 @@ def accumulated_backward(
     ----------
     model
         A :class:`~biomodal.train.ContrastiveModel` (not DDP-wrapped; reduce gradients after).
+        Its ``prepare_batch`` (input mixing) runs once on the whole batch, its ``loss_inputs``
+        embeds each micro-batch (views and momentum-teacher embeddings included; the teacher
+        only in the first, no-grad pass) and the loss sees the whole batch.
     batch
         The whole (per-process) contrastive batch, already on ``device``.
     accum_steps
@@ -113,6 +111,9 @@ def accumulated_backward(
     LossOutput
         The full-batch loss output (computed once, on the cached embeddings).
     """
+    if hasattr(model, "prepare_batch"):  # input mixing (bimixco) on the whole batch, once
+        batch = model.prepare_batch(batch)
+    embed = getattr(model, "loss_inputs", None) or model
     micro = split_batch(batch, accum_steps)
     states = []
     bn = _bn_buffers(model)
@@ -122,12 +123,13 @@ def accumulated_backward(
         for mb in micro:
             states.append(_get_rng(device))
             with autocast():
-                chunks.append(model(mb))
+                chunks.append(embed(mb))
     after = _get_rng(device)
     for b, s in zip(bn, saved_bn):
         b.copy_(s)
 
-    keys = [k for k in chunks[0] if not k.endswith(MASK_SUFFIX)]
+    # embeddings that carry gradient (not masks, not the momentum teacher's)
+    keys = [k for k in chunks[0] if not k.endswith(MASK_SUFFIX) and not k.startswith(TEACHER_PREFIX)]
     full: dict[str, Tensor] = {}
     for k in chunks[0]:
         cat = torch.cat([c[k] for c in chunks])
@@ -143,8 +145,12 @@ def accumulated_backward(
     for i, mb in enumerate(micro):
         _set_rng(states[i], device)
         with autocast():
-            emb = model(mb)
-        terms = [(emb[k].to(g[i].dtype) * g[i]).sum() for k, g in grads.items() if emb[k].requires_grad]
+            emb = embed(mb, teacher=False) if embed is not model else model(mb)
+        terms = [
+            (emb[k].to(g[i].dtype) * g[i]).sum()
+            for k, g in grads.items()
+            if k in emb and emb[k].requires_grad
+        ]
         if terms:
             torch.stack(terms).sum().backward()
     _set_rng(after, device)

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from biomodal._atomic import atomic_path
+
 __all__ = ["CSVLogger", "TensorBoardLogger", "read_csv_metrics"]
 
 _FIRST = ("step", "epoch", "loss")
@@ -73,12 +75,10 @@ class CSVLogger:
         self._write(columns, rows)
 
     def _write(self, columns: list[str], rows: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as fh:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=columns)
             w.writeheader()
             w.writerows(rows)
-        os.replace(tmp, self.path)
         self.columns = list(columns)
 
     def __repr__(self) -> str:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -11,12 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from biomodal.errors import ConfigError, DataError
-from biomodal.modalities import check_modality, mask_key
-from biomodal.nn.adversarial import GradientReversal, grad_reverse
+from biomodal.losses.base import supports_distillation
+from biomodal.modalities import BATCH_CODE, check_modality, mask_key
+from biomodal.nn.adversarial import GradientReversal
+from biomodal.train._encode import batch_covariates, check_covariates, embed_present_rows, encoder_covariates
+from biomodal.train.distill import TEACHER_PREFIX, MomentumTeacher
+from biomodal.train.selfsup import VIEW_PREFIX, SelfSupervised
 
 __all__ = ["ContrastiveModel"]
 
-_HALF = (torch.float16, torch.bfloat16)
 _NO_DECAY_NAMES = ("logit_scale", "logit_bias", "pos_embed", "cls_token", "position_embedding", "temperature")
 
 
@@ -33,15 +35,6 @@ def _has_reversal(module: nn.Module | None) -> bool:
     if module is None:
         return False
     return any(isinstance(m, GradientReversal) for m in module.modules())
-
-
-def _accepts(fn: Any, name: str) -> bool:
-    """Whether callable ``fn`` takes keyword ``name`` (explicitly or through ``**kwargs``)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _n_params(module: nn.Module | None, trainable: bool = False) -> int:
@@ -67,18 +60,26 @@ class ContrastiveModel(nn.Module):
     Parameters
     ----------
     encoders
-        Modality name -> encoder module with an ``out_dim`` attribute. Encoders whose ``forward``
-        takes ``batch=`` receive the batch codes.
+        Modality name -> encoder module with an ``out_dim`` attribute. Each encoder receives,
+        as keyword arguments, exactly the covariates it declares (``spec.covariates``, e.g.
+        ``("batch_code",)`` or ``("subject",)``; see :mod:`biomodal.train._encode` for modules
+        without a spec), read from the batch dict. A declared covariate missing from the batch
+        is a :class:`~biomodal.errors.DataError` naming the encoder and the key.
     loss
-        Module called as ``loss(embeddings, batch=codes)`` returning an object with ``.loss``
-        and ``.parts`` (see :mod:`biomodal.losses`); its parameters (logit scale...) are trained.
+        Module called as ``loss(embeddings, **extras)`` returning an object with ``.loss`` and
+        ``.parts`` (see :mod:`biomodal.losses`); ``extras`` are the batch entries named by the
+        loss's ``extra_keys``. Its parameters (logit scale...) are trained. A loss with a
+        ``mix_inputs(batch, modalities)`` method (``bimixco``) mixes raw inputs in training, and
+        a :class:`~biomodal.losses.ScheduledLoss` switches stage with :meth:`set_step`.
     embed_dim
         Size of the shared, L2-normalised embedding space.
     head
         Kind of :class:`biomodal.nn.ProjectionHead` (``"linear"``, ``"mlp"``, ``"residual"``) for
         every modality, or a mapping name -> kind or ready module.
     batch_key
-        Batch-dict key of the integer batch codes (passed to encoders, loss and adversary).
+        Batch-dict key of the integer batch-effect codes (default ``"batch_code"``, see
+        :data:`biomodal.modalities.BATCH_CODE`), passed as ``batch_code=`` to encoders and losses
+        that take it, and read by the adversary.
     adversary
         Optional module mapping ``(N, embed_dim)`` embeddings (after gradient reversal) to
         logits over batch codes; its cross-entropy (mean over modalities, rows with codes outside
@@ -89,6 +90,18 @@ class ContrastiveModel(nn.Module):
     adversary_weight, adversary_lambda
         Weight of the adversarial term and the gradient-reversal coefficient (the latter only for
         adversaries without their own reversal layer).
+    distill
+        Momentum distillation (ALBEF): ``{"alpha": 0.4, "momentum": 0.995, "warmup_steps": 0}``
+        (see :mod:`biomodal.train.distill`); ``None`` switches it off. Needs a pairwise softmax
+        loss (``clip``, ``clip_uniformity``, ``cwcl``, ``softclip`` or a schedule of them).
+    self_supervised
+        CleanCLIP in-modality terms (see :mod:`biomodal.train.selfsup`): one weight for every
+        modality or ``{modality: weight}``; ``None`` switches them off.
+    augment
+        ``{modality: callable}`` producing the view of the present rows of a batch entry when
+        the batch has no ``<modality>_view`` entry.
+    ssl_temperature
+        Fixed temperature of the in-modality InfoNCE.
 
     Examples
     --------
@@ -103,10 +116,14 @@ class ContrastiveModel(nn.Module):
         *,
         embed_dim: int = 256,
         head: str | Mapping[str, str | nn.Module] = "linear",
-        batch_key: str = "batch",
+        batch_key: str = BATCH_CODE,
         adversary: nn.Module | None = None,
         adversary_weight: float = 1.0,
         adversary_lambda: float = 1.0,
+        distill: Mapping[str, Any] | None = None,
+        self_supervised: float | Mapping[str, float] | None = None,
+        augment: Mapping[str, Callable[[Any], Any]] | None = None,
+        ssl_temperature: float = 0.1,
     ) -> None:
         super().__init__()
         if not isinstance(encoders, Mapping) or not encoders:
@@ -141,9 +158,21 @@ class ContrastiveModel(nn.Module):
         self.adversary_lambda = float(adversary_lambda)
         self._adversary_reverses = _has_reversal(adversary)
         self._head_kinds = {n: (h if isinstance(h, str) else type(h).__name__) for n, h in heads.items()}
-        self._takes_batch = {n: _accepts(e.forward, "batch") for n, e in encoders.items()}
-        self._loss_takes_batch = _accepts(loss.forward, "batch")
+        self.covariates = {n: encoder_covariates(n, e) for n, e in encoders.items()}
         self._frozen: set[str] = set()
+        self.teacher: MomentumTeacher | None = None
+        if distill is not None:
+            if not supports_distillation(loss):
+                raise ConfigError(
+                    "distill needs a pairwise softmax contrastive loss (clip, clip_uniformity, cwcl, "
+                    f"softclip or a ScheduledLoss of them); {type(loss).__name__} does not support it"
+                )
+            self.teacher = MomentumTeacher.from_config(distill, self.encoders, self.heads)
+        self.selfsup = None
+        if self_supervised is not None:
+            self.selfsup = SelfSupervised(self_supervised, list(encoders), augment, ssl_temperature)
+        elif augment:
+            raise ConfigError("augment= is used only with self_supervised=; set self_supervised weights")
 
     # ------------------------------------------------------------------ embeddings
     @property
@@ -151,31 +180,65 @@ class ContrastiveModel(nn.Module):
         """Modality names, in construction order."""
         return tuple(self.encoders.keys())
 
-    def encode(self, name: str, x: Tensor, batch: Tensor | None = None) -> Tensor:
+    def _run(self, name: str, x: Any, covariates: Mapping[str, Any], teacher: bool = False) -> Tensor:
+        """Run encoder, head and L2 normalisation (the student's modules, or the teacher's)."""
+        owner = self.teacher if teacher and self.teacher is not None else self
+        enc = owner.encoders[name]
+        spec = getattr(self.encoders[name], "spec", None)
+        if spec is not None and spec.input_kind in _PIXEL_INPUTS and spec.mean is not None:
+            x = spec.normalize(x)  # the recorded input normalisation (a backbone's ImageNet stats)
+        z = owner.heads[name](enc(x, **covariates))
+        return F.normalize(z, dim=-1)
+
+    def encode(self, name: str, x: Any, **covariates: Any) -> Tensor:
         """Embed one modality: encoder -> head -> L2 normalisation, shape ``(B, embed_dim)``.
 
         Image and volume inputs arrive as ``[0, 1]`` tensors; when the encoder's spec records a
         mean/std (pretrained backbones do), ``(x - mean) / std`` is applied first, so datasets,
         checkpoints and ``biomodal embed`` never need to know a backbone's normalisation.
+
+        ``covariates`` (``batch_code=``, ``subject=``) are passed to the encoder when it declares
+        them and ignored otherwise (a declared one left out takes the encoder's default); other
+        keywords are a :class:`~biomodal.errors.DataError`. Every row is encoded (no mask).
         """
         if name not in self.encoders:
             raise DataError(f"model has no encoder for {name!r}; modalities are {list(self.modalities)}")
-        enc = self.encoders[name]
-        spec = getattr(enc, "spec", None)
-        if spec is not None and spec.input_kind in _PIXEL_INPUTS and spec.mean is not None:
-            x = spec.normalize(x)  # the recorded input normalisation (a backbone's ImageNet stats)
-        feats = enc(x, batch=batch) if self._takes_batch[name] else enc(x)
-        z = self.heads[name](feats)
-        return F.normalize(z, dim=-1)
+        return self._run(name, x, check_covariates(name, self.covariates[name], covariates))
+
+    def _embed(
+        self,
+        name: str,
+        x: Any,
+        batch: Mapping[str, Any],
+        *,
+        teacher: bool = False,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> Tensor:
+        """Embed the present rows of ``x`` with the covariates of ``batch`` (full ``(B, D)`` output)."""
+        covs = batch_covariates(name, self.covariates[name], batch, self.batch_key)
+        owner = self.teacher if teacher and self.teacher is not None else self
+        return embed_present_rows(
+            lambda v, **c: self._run(name, v, c, teacher=teacher),
+            x,
+            covs,
+            batch.get(mask_key(name)),
+            name=name,
+            out_dim=self.embed_dim,
+            modules=[owner.encoders[name], owner.heads[name]],
+            transform=transform,
+        )
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        """Embed every modality present in ``batch``; ``<name>_mask`` entries are passed through."""
-        codes = batch.get(self.batch_key)
+        """Embed every modality present in ``batch``; ``<name>_mask`` entries are passed through.
+
+        Rows whose mask is False are not encoded (their embedding rows are zeros); declared
+        covariates are taken from the batch.
+        """
         out: dict[str, Tensor] = {}
         for name in self.modalities:
             if name not in batch:
                 continue
-            out[name] = self.encode(name, batch[name], batch=codes)
+            out[name] = self._embed(name, batch[name], batch)
             mk = mask_key(name)
             if mk in batch:
                 out[mk] = batch[mk]
@@ -184,57 +247,83 @@ class ContrastiveModel(nn.Module):
             raise DataError(f"batch has none of the model's modalities {list(self.modalities)}; keys: {keys}")
         return out
 
+    def loss_inputs(self, batch: Mapping[str, Any], *, teacher: bool = True) -> dict[str, Tensor]:
+        """Everything the objective embeds: :meth:`forward`, the views and the teacher's embeddings.
+
+        Views of modalities with a self-supervised weight are under ``"view/<name>"``, the
+        momentum teacher's embeddings (no gradient) under ``"teacher/<name>"``.
+        """
+        out = self(batch)
+        if self.selfsup is not None:
+            for name in self.selfsup.weights:
+                if name in batch:
+                    x, transform = self.selfsup.view_source(name, batch)
+                    out[VIEW_PREFIX + name] = self._embed(name, x, batch, transform=transform)
+        if teacher and self.teacher is not None:
+            self.teacher.sync(self)
+            with torch.no_grad():
+                for name in self.modalities:
+                    if name in batch:
+                        out[TEACHER_PREFIX + name] = self._embed(name, batch[name], batch, teacher=True)
+        return out
+
+    def prepare_batch(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """In training mode, let the loss mix raw inputs (``bimixco``); the mixing state joins the batch."""
+        mix = getattr(self.loss, "mix_inputs", None)
+        if not self.training or mix is None:
+            return dict(batch)
+        present = [m for m in self.modalities if m in batch]
+        mixed, state = mix(batch, present)
+        return {**mixed, **state}
+
     # ------------------------------------------------------------------ loss
     def compute_loss(self, batch: Mapping[str, Any]) -> Any:
         """Embed ``batch`` and return the loss output (``.loss``, ``.parts``)."""
-        return self.loss_from_embeddings(self(batch), batch)
+        batch = self.prepare_batch(batch)
+        return self.loss_from_embeddings(self.loss_inputs(batch), batch)
 
     def loss_from_embeddings(self, embeddings: Mapping[str, Tensor], batch: Mapping[str, Any]) -> Any:
-        """Contrastive loss (+ adversarial term) from embeddings, computed in float32.
+        """Contrastive loss (+ distillation, self-supervised and adversarial terms), in float32.
 
         Parameters
         ----------
         embeddings
-            Output of :meth:`forward` (possibly detached leaves, as in GradCache accumulation).
+            Output of :meth:`loss_inputs` (or :meth:`forward`), possibly detached leaves, as in
+            GradCache accumulation.
         batch
-            The batch dict; only the batch codes (``batch_key``) are read.
+            The whole batch dict: the loss's ``extra_keys`` and the batch codes (``batch_key``)
+            are read from it.
+
+        Returns
+        -------
+        LossOutput
+            ``.loss`` and ``.parts``: the loss's own parts, plus ``contrastive`` (the loss's
+            value), ``distill``, ``ssl/<name>`` and ``adversary`` when those terms are on.
         """
-        from biomodal.losses.base import LossOutput
+        from biomodal.train._objective import total_loss
 
-        codes = batch.get(self.batch_key)
-        device = next(iter(embeddings.values())).device
-        with torch.autocast(device_type=device.type, enabled=False):
-            embs = {k: (v.float() if v.dtype in _HALF else v) for k, v in embeddings.items()}
-            kw = {"batch": codes} if codes is not None and self._loss_takes_batch else {}
-            out = self.loss(embs, **kw)
-            total, parts = out.loss, dict(getattr(out, "parts", {}) or {})
-            if self.adversary is not None and self.adversary_weight > 0:
-                if codes is None:
-                    raise DataError(f"the adversary needs integer batch codes in batch[{self.batch_key!r}]")
-                adv = self._adversary_loss(embs, codes.to(device))
-                parts = {"contrastive": out.loss, **parts, "adversary": adv}
-                total = total + self.adversary_weight * adv
-        return LossOutput(loss=total, parts=parts)
+        return total_loss(self, embeddings, batch)
 
-    def _adversary_loss(self, embs: Mapping[str, Tensor], codes: Tensor) -> Tensor:
-        """Mean over modalities of the batch cross-entropy; codes outside ``[0, C)`` are ignored."""
-        terms = []
-        for name in self.modalities:
-            if name not in embs:
-                continue
-            z, y = embs[name], codes.long()
-            m = embs.get(mask_key(name))
-            if m is not None:
-                z, y = z[m.bool()], y[m.bool()]
-            if not self._adversary_reverses:
-                z = grad_reverse(z, self.adversary_lambda)
-            logits = self.adversary(z)
-            logits = logits.float() if logits.dtype in _HALF else logits
-            valid = (y >= 0) & (y < logits.shape[-1])
-            target = torch.where(valid, y, torch.full_like(y, -100))
-            ce = F.cross_entropy(logits, target, ignore_index=-100, reduction="sum")
-            terms.append(ce / valid.sum().clamp(min=1))
-        return torch.stack(terms).mean()
+    # ------------------------------------------------------------------ trainer hooks
+    def set_step(self, step: int) -> None:
+        """Tell the loss schedule and the distillation ramp the optimiser step (Trainer calls it)."""
+        fn = getattr(self.loss, "set_step", None)
+        if fn is not None:
+            fn(step)
+        if self.teacher is not None:
+            self.teacher.step.fill_(int(step))
+            self.teacher.sync(self)
+
+    @property
+    def loss_stage(self) -> int | None:
+        """Index of the active stage of a :class:`~biomodal.losses.ScheduledLoss` (else ``None``)."""
+        stage = getattr(self.loss, "stage", None)
+        return int(stage) if isinstance(stage, Tensor) else None
+
+    def after_optimizer_step(self) -> None:
+        """Move the momentum teacher towards the student (Trainer calls it after every step)."""
+        if self.teacher is not None:
+            self.teacher.update(self)
 
     # ------------------------------------------------------------------ optimisation helpers
     def param_groups(self, encoder_lr: float, head_lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -247,7 +336,7 @@ class ContrastiveModel(nn.Module):
         groups: dict[str, dict[str, Any]] = {}
         seen: set[int] = set()
         for pname, p in self.named_parameters():
-            if id(p) in seen:
+            if id(p) in seen or pname.startswith("teacher."):
                 continue
             seen.add(id(p))
             is_enc = pname.startswith("encoders.")
@@ -320,5 +409,12 @@ class ContrastiveModel(nn.Module):
                 f"  adversary: {type(self.adversary).__name__} ({_fmt(_n_params(self.adversary))} params, "
                 f"weight={self.adversary_weight:g}, key={self.batch_key!r})"
             )
+        if self.teacher is not None:
+            t = self.teacher
+            lines.append(
+                f"  distill: alpha={t.alpha:g}, momentum={t.momentum:g}, warmup_steps={t.warmup_steps}"
+            )
+        if self.selfsup is not None:
+            lines.append(f"  self_supervised: {self.selfsup!r}")
         lines.append(f"  total={_fmt(_n_params(self))}, trainable={_fmt(_n_params(self, trainable=True))})")
         return "\n".join(lines)

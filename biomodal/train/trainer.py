@@ -158,7 +158,11 @@ class Trainer(TrainerIOMixin):
         self.ddp = None
         if self.env.distributed and cfg.accum_steps == 1:
             ids = [device.index] if device.type == "cuda" else None
-            self.ddp = torch.nn.parallel.DistributedDataParallel(_LossForward(self.model), device_ids=ids)
+            # find_unused_parameters: encoders of modalities absent from a rank's batch and inactive
+            # loss stages get no gradient there (their grads stay None where unused on every rank)
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                _LossForward(self.model), device_ids=ids, find_unused_parameters=True
+            )
 
     def _backward(self, loss: torch.Tensor) -> None:
         self.scaler.scale(loss).backward()
@@ -195,7 +199,16 @@ class Trainer(TrainerIOMixin):
         self.optimizer.zero_grad(set_to_none=True)
         for m in self._clampers:
             m.clamp_parameters_()
+        after = getattr(self.model, "after_optimizer_step", None)
+        if after is not None:  # e.g. the momentum-distillation teacher's EMA update
+            after()
         return loss.detach(), {k: v.detach() for k, v in parts.items()}, grad_norm
+
+    def _notify_step(self) -> None:
+        """Tell the model the number of optimiser steps done (loss schedules, distillation ramp)."""
+        fn = getattr(self.model, "set_step", None)
+        if fn is not None:
+            fn(self.step)
 
     # ------------------------------------------------------------------ logging, validation, checkpoints
     def _callback(self, name: str, *args: Any) -> None:
@@ -212,6 +225,7 @@ class Trainer(TrainerIOMixin):
         cfg = self.config
         self._setup()
         resumed = self._resume()
+        self._notify_step()
         main = self.env.is_main
         if main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -240,13 +254,15 @@ class Trainer(TrainerIOMixin):
                 start, n_batches, broke = self.batch_in_epoch, 0, False
                 for batch in self.loader.epoch_iter(self.epoch, self.batch_in_epoch):
                     n_batches += 1
+                    stage = getattr(self.model, "loss_stage", None)
                     loss, parts, gnorm = self.train_step(to_device(batch, self.device))
                     self.step += 1
+                    self._notify_step()
                     self.batch_in_epoch += 1
                     self.pbar.update(1)
                     row = None
                     if self.step % cfg.log_every == 0 or self.step == self.total_steps:
-                        row = self._log_step(loss, parts, gnorm)
+                        row = self._log_step(loss, parts, gnorm, stage)
                     if has_val and cfg.val_every and self.step % cfg.val_every == 0:
                         self.validate()
                     if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:

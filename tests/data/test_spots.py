@@ -32,13 +32,13 @@ def test_items_and_alignment(demo_dataset, ds):
     assert item["histology"].shape == (3, 112, 112) and item["histology"].dtype == torch.float32
     assert 0.0 <= float(item["histology"].min()) and float(item["histology"].max()) <= 1.0
     assert item["expression"].shape == (len(ds.gene_names),) and item["expression"].dtype == torch.float32
-    for key in ("batch", "subject", "index", "tissue_type"):
+    for key in ("batch_code", "subject", "index", "tissue_type"):
         assert item[key].dtype == torch.int64 and item[key].ndim == 0
     assert int(item["index"]) == 7
     # Codes agree with obs.
     for i in (0, 100, len(ds) - 1):
         it = ds[i]
-        assert ds.batch_categories[int(it["batch"])] == str(ds.obs["batch"].iloc[i])
+        assert ds.batch_categories[int(it["batch_code"])] == str(ds.obs["batch"].iloc[i])
         assert ds.subject_categories[int(it["subject"])] == str(ds.obs["donor"].iloc[i])
         assert ds.label_categories["tissue_type"][int(it["tissue_type"])] == str(
             ds.obs["tissue_type"].iloc[i]
@@ -132,7 +132,7 @@ def test_bad_inputs(demo_dataset):
     with pytest.raises(DataError, match="nope"):
         SpotTileDataset([a], obs_keys=["nope"])
     with pytest.raises(ConfigError, match="clashes"):
-        SpotTileDataset([a], obs_keys=["batch"])
+        SpotTileDataset([a], obs_keys=["batch_code"])
     with pytest.raises(ConfigError, match="cache"):
         SpotTileDataset([a], cache="disk")
     b = a.copy()

@@ -50,7 +50,7 @@ class PairDataset(Dataset):
             "expression": self.expression[i],
             "expression_mask": self.mask[i],
             "index": i,
-            "batch": i % 3,
+            "batch_code": i % 3,
         }
 
 
@@ -160,3 +160,34 @@ def test_text_lists_and_token_dicts_are_masked_per_item():
     np.testing.assert_allclose(out["report"][[0, 1, 3, 4, 5]], ref[[0, 1, 3, 4, 5]], rtol=1e-6)
     assert np.isnan(out["report"][2]).all()
     assert out["text"].shape == (6, 2)
+
+
+def test_covariates_are_passed_only_when_asked_and_sliced_by_the_mask():
+    from biomodal.losses import get_loss
+    from biomodal.train import ContrastiveModel
+    from tests.train._toy import ToyEncoder
+
+    class SubjectEncoder(ToyEncoder):
+        def forward(self, x, subject=None):
+            self.seen = None if subject is None else subject.clone()
+            return super().forward(x)
+
+    class Subjects(PairDataset):
+        def __getitem__(self, i):
+            return {**super().__getitem__(i), "subject": i % 4}
+
+    torch.manual_seed(0)
+    enc = SubjectEncoder(10)
+    enc.covariates = ("subject",)
+    model = ContrastiveModel({"histology": ToyEncoder(12), "expression": enc}, get_loss("clip"), embed_dim=4)
+    ds = Subjects()
+    hist = ds.histology
+    ds.histology = hist.reshape(len(hist), -1)
+    embed(model, ds, batch_size=23, progress=False)
+    assert enc.seen is None  # not asked: encoders use their defaults (no batch codes at evaluation)
+    out = embed(model, ds, batch_size=23, progress=False, covariates=("subject",))
+    codes = torch.arange(23) % 4
+    torch.testing.assert_close(enc.seen, codes[ds.mask])
+    assert np.isnan(out["expression"][~ds.mask.numpy()]).all()
+    with pytest.raises(DataError, match="covariates"):
+        embed(model, ds, progress=False, covariates=("donor",))

@@ -194,7 +194,7 @@ def test_chunked_equals_unchunked(name, kwargs):
     n = 13
     e = {"histology": _unit(n, 5, 0).requires_grad_(), "expression": _unit(n, 5, 1).requires_grad_()}
     batch = torch.tensor([0, 1] * 6 + [0])
-    fwd = {"batch": batch} if kwargs else {}
+    fwd = {"batch_code": batch} if kwargs else {}
     full = get_loss(name, **kwargs).double()
     chunked = get_loss(name, chunk_size=4, **kwargs).double()
     a, b = full(e, **fwd).loss, chunked(e, **fwd).loss

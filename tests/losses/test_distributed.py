@@ -55,7 +55,7 @@ def make_inputs(case: str) -> dict:
         if extra.get("third"):
             rows["labs_mask"] = torch.tensor([1, 1, 1, 0, 1, 1, 1, 1], dtype=torch.bool)
     if extra.get("batch"):
-        rows["batch"] = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0])
+        rows["batch_code"] = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0])
     if extra.get("reference"):
         rows["reference"] = torch.randn(n, 4, generator=g, dtype=torch.float64)
     if extra.get("mix"):

@@ -30,7 +30,7 @@ def test_batch_conditioned_norm_reference():
     # unseen codes (-1 and >= n_batches) use the mean affine
     for i in (3, 4):
         assert torch.allclose(y[i], z[i] * g.mean(0) + b.mean(0), atol=1e-5)
-    assert torch.allclose(norm(x), z * g.mean(0) + b.mean(0), atol=1e-5)  # batch=None -> unseen
+    assert torch.allclose(norm(x), z * g.mean(0) + b.mean(0), atol=1e-5)  # batch_code=None -> unseen
 
 
 def test_batch_conditioned_norm_identity_policy_and_tokens():
@@ -52,7 +52,7 @@ def test_batch_conditioned_norm_identity_policy_and_tokens():
 def test_mlp_unseen_batch_equals_averaged_model():
     torch.manual_seed(0)
     enc = create_encoder("mlp", in_features=12, hidden=(16, 8), n_batches=3, dropout=0.0).eval()
-    assert enc.spec.covariates == ("batch",)
+    assert enc.spec.covariates == ("batch_code",)
     for norm in enc.norms:
         _set_affines(norm, seed=len(norm.gamma[0]))
     x = torch.rand(4, 12)
@@ -75,7 +75,7 @@ def test_mlp_unseen_batch_equals_averaged_model():
 def test_mlp_options_and_errors():
     enc = create_encoder("mlp", in_features=10, hidden=[32, 16], out_dim=4, norm="batch").train()
     assert enc(torch.rand(5, 10)).shape == (5, 4) and enc.spec.covariates == ()
-    assert enc(torch.rand(5, 10), batch=torch.zeros(5, dtype=torch.long)).shape == (5, 4)  # ignored
+    assert enc(torch.rand(5, 10), batch_code=torch.zeros(5, dtype=torch.long)).shape == (5, 4)  # ignored
     with pytest.raises(DataError, match=r"expected input \[B, 10\]"):
         enc(torch.rand(5, 11))
     with pytest.raises(ConfigError, match="activation"):
@@ -147,7 +147,7 @@ def test_gene_transformer_batch_conditioning():
     enc = _gt(n_batches=2, out_dim=8)
     _set_affines(enc.norm)
     x = torch.rand(3, 30)
-    assert enc.spec.covariates == ("batch",)
+    assert enc.spec.covariates == ("batch_code",)
     assert enc(x, torch.tensor([0, 1, -1])).shape == (3, 8)
     assert torch.allclose(enc(x, torch.tensor([-1, -1, -1])), enc(x), atol=1e-6)
     with pytest.raises(ConfigError, match="value_encoding"):

@@ -136,3 +136,25 @@ def test_one_failing_protocol_does_not_lose_the_others(tmp_path):
     assert metrics["errors"] == {"_test_fails": "ValueError: deliberate failure"}
     assert "labs_to_ecg" in metrics["retrieval"] and metrics["protocols"] == ["retrieval"]
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["errors"]
+
+
+def test_recipe_reaches_loss_stages_and_momentum_distillation(tmp_path):
+    import csv
+
+    recipe = {
+        "data": {"family": "toy", "n": 120},
+        "model": {"embed_dim": 8, "distill": {"alpha": 0.3, "momentum": 0.9}},
+        "loss": [{"name": "clip", "until_step": 6}, {"name": "clip", "params": {"logit_scale": 5.0}}],
+        "eval": {"plots": False, "protocols": ["retrieval"]},
+        "trainer": {"max_steps": 12, "batch_size": 24, "log_every": 1, "progress": False},
+    }
+    out = tmp_path / "run"
+    run(recipe, out=out)
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    stages = [float(r["loss_stage"]) for r in rows]
+    assert stages[0] == 0 and stages[-1] == 1 and stages == sorted(stages)  # switched once, logged
+    assert "distill" in rows[0]
+    model = load(out / "model.pt")  # rebuilt with the same stages and teacher
+    assert model.teacher is not None
+    with pytest.raises(ConfigError, match="until_step"):
+        load_recipe({**recipe, "loss": [{"name": "clip"}, {"name": "siglip"}]})

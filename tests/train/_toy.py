@@ -16,20 +16,24 @@ from torch.utils.data import Dataset
 
 
 class ToyEncoder(nn.Module):
-    """Two-layer MLP with optional dropout; ``out_dim`` as the trainer contract requires."""
+    """Two-layer MLP with optional dropout; ``out_dim`` as the trainer contract requires.
+
+    With ``batch_codes`` it declares (``covariates``) and uses the ``batch_code`` covariate.
+    """
 
     def __init__(self, d_in: int, out_dim: int = 16, dropout: float = 0.0, batch_codes: int = 0) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(d_in, 24), nn.Tanh(), nn.Dropout(dropout), nn.Linear(24, out_dim))
         self.out_dim = out_dim
         self.batch_emb = nn.Embedding(batch_codes, out_dim) if batch_codes else None
+        self.covariates = ("batch_code",) if batch_codes else ()  # declared like an EncoderSpec's
         self.seen_batch = False
 
-    def forward(self, x: torch.Tensor, batch: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, batch_code: torch.Tensor | None = None) -> torch.Tensor:
         h = self.net(x)
-        if self.batch_emb is not None and batch is not None:
+        if self.batch_emb is not None and batch_code is not None:
             self.seen_batch = True
-            h = h + self.batch_emb(batch.long())
+            h = h + self.batch_emb(batch_code.long())
         return h
 
 
@@ -47,7 +51,7 @@ class PairData(Dataset):
         return len(self.a)
 
     def __getitem__(self, i: int) -> dict:
-        item = {"histology": self.a[i], "expression": self.b[i], "batch": i % 2, "index": i}
+        item = {"histology": self.a[i], "expression": self.b[i], "batch_code": i % 2, "index": i}
         if self.mask is not None:
             item["expression_mask"] = self.mask[i]
         return item

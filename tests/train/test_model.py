@@ -107,7 +107,8 @@ def test_adversary_term_and_gradient_reversal():
 
     # independent reference: mean over modalities of CE(adversary(z), batch) without reversal
     emb = model(b)
-    ref = torch.stack([F.cross_entropy(model.adversary(emb[m]), b["batch"]) for m in model.modalities]).mean()
+    codes = b["batch_code"]
+    ref = torch.stack([F.cross_entropy(model.adversary(emb[m]), codes) for m in model.modalities]).mean()
     torch.testing.assert_close(out.parts["adversary"], ref)
     w = model.encoders["expression"].net[0].weight
     g_model = torch.autograd.grad(out.parts["adversary"], w)[0]
@@ -120,13 +121,13 @@ def test_adversary_term_and_gradient_reversal():
         torch.autograd.grad(out2.parts["adversary"], a)[0],
         torch.autograd.grad(
             torch.stack(
-                [F.cross_entropy(model.adversary(model(b)[m]), b["batch"]) for m in model.modalities]
+                [F.cross_entropy(model.adversary(model(b)[m]), b["batch_code"]) for m in model.modalities]
             ).mean(),
             a,
         )[0],
     )
     with pytest.raises(DataError, match="batch codes"):
-        model.compute_loss({k: v for k, v in b.items() if k != "batch"})
+        model.compute_loss({k: v for k, v in b.items() if k != "batch_code"})
 
 
 def test_adversary_respects_masks():
@@ -136,8 +137,8 @@ def test_adversary_respects_masks():
     emb = model(b)
     m = b["expression_mask"]
     ref = 0.5 * (
-        F.cross_entropy(model.adversary(emb["histology"]), b["batch"])
-        + F.cross_entropy(model.adversary(emb["expression"][m]), b["batch"][m])
+        F.cross_entropy(model.adversary(emb["histology"]), b["batch_code"])
+        + F.cross_entropy(model.adversary(emb["expression"][m]), b["batch_code"][m])
     )
     torch.testing.assert_close(out.parts["adversary"], ref)
 
@@ -163,7 +164,7 @@ def test_batch_discriminator_is_not_reversed_twice():
     out = model.compute_loss(b)
     emb = model(b)
     head = disc.net  # the classifier behind the discriminator's own reversal layer
-    ref = torch.stack([F.cross_entropy(head(emb[m]), b["batch"]) for m in model.modalities]).mean()
+    ref = torch.stack([F.cross_entropy(head(emb[m]), b["batch_code"]) for m in model.modalities]).mean()
     torch.testing.assert_close(out.parts["adversary"], ref)
     w = model.encoders["histology"].net[0].weight
     g = torch.autograd.grad(out.parts["adversary"], w)[0]
@@ -173,12 +174,12 @@ def test_batch_discriminator_is_not_reversed_twice():
 def test_adversary_ignores_unknown_batch_codes():
     model = make_model(0, adversary=True)
     b = _batch(16)
-    b["batch"] = b["batch"].clone()
-    b["batch"][:4] = -1
+    b["batch_code"] = b["batch_code"].clone()
+    b["batch_code"][:4] = -1
     out = model.compute_loss(b)
     emb = model(b)
-    keep = b["batch"] >= 0
+    keep = b["batch_code"] >= 0
     ref = torch.stack(
-        [F.cross_entropy(model.adversary(emb[m][keep]), b["batch"][keep]) for m in model.modalities]
+        [F.cross_entropy(model.adversary(emb[m][keep]), b["batch_code"][keep]) for m in model.modalities]
     )
     torch.testing.assert_close(out.parts["adversary"], ref.mean())
