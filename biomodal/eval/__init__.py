@@ -11,6 +11,8 @@ _MAP = {
     "expression_prediction": "expression",
     "knn_expression": "expression",
     "linear_probe": "probe",
+    "survival_analysis": "survival",
+    "survival_evaluation": "survival",
 }
 __all__ = sorted(_MAP)
 __getattr__, __dir__ = lazy_exports(__name__, _MAP)

@@ -19,7 +19,7 @@ __all__ = ["get_loss", "list_losses", "loss_info", "register_loss"]
 
 _LOSSES: Registry[nn.Module] = Registry("loss")
 
-_BUILTIN_MODULES = ("clip", "siglip", "cwcl", "symile", "gram", "uniformity", "multiview", "soft")
+_BUILTIN_MODULES = ("clip", "siglip", "cwcl", "symile", "gram", "uniformity", "multiview", "soft", "m3col")
 
 
 def register_loss(name: str, **meta: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:

@@ -92,3 +92,7 @@ def _hest_plots(ctx: Any, cfg: Any, result: Any, out: Path) -> None:
         top,
         out / "expression_over_slide.png",
     )
+
+
+# protocol plots that live in their own modules register on import
+from biomodal.pl import survival as _survival  # noqa: E402, F401

@@ -50,9 +50,13 @@ def make_context(
     features: dict[str, Callable[[str, str], Any]] = dict(prepared.features)
     if untrained is not None:
         features["untrained"] = lambda s, m: embed(untrained, eds[s], modalities=[m], progress=False)[m]
+    embeddings = {s: embed(model, eds[s], modalities=mods, progress=False) for s in splits}
+    predict = getattr(getattr(model, "loss", None), "predict_proba", None)
+    if callable(predict):  # a loss with a trained classifier (M3CoL's fusion head) predicts labels
+        features["predictions"] = lambda s, _m: predict(embeddings[s])
     return EvalContext(
         split=split,
-        embeddings={s: embed(model, eds[s], modalities=mods, progress=False) for s in splits},
+        embeddings=embeddings,
         obs={s: eds[s].obs for s in eds},
         modalities=tuple(mods),
         targets=dict(prepared.targets),

@@ -122,3 +122,11 @@ def test_probe_and_batch_mixing():
     single = _ctx()
     single.obs["test"]["batch"] = "b0"
     assert "skipped" in _run("batch_mixing", single).metrics
+
+
+def test_retrieval_leaves_out_items_missing_a_modality():
+    ctx = _ctx()
+    ctx.embeddings["test"]["text"][:10] = np.nan  # ten items lack the text modality
+    res = _run("retrieval", ctx, ks=[1]).metrics
+    assert res["image_to_text"]["n"] == 30 and res["image_to_text"]["chance@1"] == pytest.approx(1 / 30)
+    assert res["image_to_text"]["recall@1"] > 0.9

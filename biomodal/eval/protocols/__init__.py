@@ -36,7 +36,7 @@ __all__ = [
     "register_protocol",
 ]
 
-_BUILTIN = ("retrieval", "expression", "probe", "batch_mixing")
+_BUILTIN = ("retrieval", "expression", "probe", "batch_mixing", "classification", "survival")
 
 for _mod in _BUILTIN:
     importlib.import_module(f"biomodal.eval.protocols.{_mod}")

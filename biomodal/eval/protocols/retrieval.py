@@ -1,7 +1,8 @@
 """``retrieval``: cross-modal retrieval over the whole evaluation set, both directions.
 
 Every query is ranked against every gallery item of the split (chunked), never only inside a
-mini-batch; chance level is reported beside every recall. With ``within`` set, a second set
+mini-batch; chance level is reported beside every recall. Items missing either modality (NaN
+embeddings, from ``<name>_mask``) are left out of that pair. With ``within`` set, a second set
 of figures ranks each query only among items of its own group (e.g. its tissue section).
 The validation metric that early stopping follows comes from the same code on the
 validation split.
@@ -71,13 +72,17 @@ def pair_retrieval(
 
     ks = tuple(cfg.ks)
     pairs = _pairs(ctx, cfg)
-    out = {_name(q, g): retrieval(ctx.emb(split, q), ctx.emb(split, g), ks=ks) for q, g in pairs}
-    if within and cfg.within:
-        groups = np.asarray(ctx.obs[split][cfg.within].astype(str))
-        label = cfg.within_label or cfg.within
-        for q, g in pairs:
+    out = {}
+    groups = np.asarray(ctx.obs[split][cfg.within].astype(str)) if within and cfg.within else None
+    for q, g in pairs:
+        zq, zg = np.asarray(ctx.emb(split, q)), np.asarray(ctx.emb(split, g))
+        both = np.isfinite(zq).all(axis=1) & np.isfinite(zg).all(axis=1)  # items with both modalities
+        zq, zg = zq[both], zg[both]
+        out[_name(q, g)] = retrieval(zq, zg, ks=ks)
+        if groups is not None:
+            label = cfg.within_label or cfg.within
             out[f"{_name(q, g)}_within_{label}"] = retrieval(
-                ctx.emb(split, q), ctx.emb(split, g), ks=ks, query_groups=groups, gallery_groups=groups
+                zq, zg, ks=ks, query_groups=groups[both], gallery_groups=groups[both]
             )
     return out
 

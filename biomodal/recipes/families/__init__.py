@@ -1,6 +1,7 @@
 """Modality-family plugins behind a registry: ``family:`` in a recipe's ``data`` picks one.
 
-Built in: ``spatial`` (whole-slide histology + spatial transcriptomics). Adding a family is
+Built in: ``spatial`` (whole-slide histology + spatial transcriptomics) and ``omics``
+(per-subject omics tables: mRNA, methylation, miRNA). Adding a family is
 one module here defining a :class:`~biomodal.recipes.families.base.Family` subclass decorated
 with :func:`register_family`, plus its name in ``_BUILTIN``. Importing this package is light
 (pydantic only); each family imports its readers and datasets inside its methods.
@@ -57,5 +58,5 @@ def _builtin(loader: Callable[[str], object] = importlib.import_module) -> None:
         loader(f"biomodal.recipes.families.{mod}")
 
 
-_BUILTIN = ("spatial",)
+_BUILTIN = ("spatial", "omics")
 _builtin()
