@@ -5,6 +5,14 @@
 biological labels are preserved (``asw_label``, ``isolated_labels``, ``clisi``,
 ``nmi``, ``ari``). Every value is scaled as scib-metrics scales it, so higher is
 better and the range is [0, 1]. See ``docs/batch.md`` for the definitions.
+
+Without labels (``labels=None``) only the batch metrics are computed, every item forming one
+label group; bio-conservation metrics would be meaningless (NMI = ARI = 1 against one label)
+and are not reported. The aggregates (``batch_mean_unscaled``, ``bio_mean_unscaled``,
+``overall_unscaled``) are plain means of *unscaled* values: scib-metrics' ``Benchmarker``
+min-max scales every metric across the methods it compares before averaging, so these are not
+comparable with its totals. ``pcr`` enters the batch mean only with ``X_pre`` (scib's PCR
+comparison); without it ``pcr`` is a different quantity and stays out.
 """
 
 from __future__ import annotations
@@ -21,13 +29,16 @@ from biomodal.eval._knn import KNNGraph, exact_knn, knn_and_group_sums, umap_con
 from biomodal.eval._lisi import clisi, ilisi, ilisi_clisi
 from biomodal.eval._silhouette import bras_cosine, isolated_labels, silhouettes_from_group_sums
 
-__all__ = ["BATCH_METRICS", "BIO_METRICS", "KNNGraph", "batch_metrics", "exact_knn", "pcr_variance"]
+__all__ = ["AGGREGATES", "BATCH_METRICS", "BIO_METRICS", "KNNGraph", "batch_metrics", "exact_knn",
+           "pcr_variance"]  # fmt: skip
 
 BATCH_METRICS = ("asw_batch", "bras", "ilisi", "kbet", "graph_connectivity", "pcr")
 BIO_METRICS = ("asw_label", "isolated_labels", "clisi", "nmi", "ari")
-# scib-metrics' Benchmarker defaults (0.5.x): these enter its aggregate scores.
+# scib-metrics' Benchmarker defaults (0.5.x): these enter its aggregate scores (pcr only with X_pre).
 _AGG_BATCH = ("bras", "ilisi", "kbet", "graph_connectivity", "pcr")
 _AGG_BIO = ("isolated_labels", "nmi", "ari", "asw_label", "clisi")
+#: names of the unscaled aggregates (deliberately not scib's "batch_correction"/"total")
+AGGREGATES = ("batch_mean_unscaled", "bio_mean_unscaled", "overall_unscaled")
 
 
 def pcr_variance(X: np.ndarray, batch_codes: np.ndarray) -> float:
@@ -136,14 +147,17 @@ def batch_metrics(
         ``(n_cells, n_dims)`` embedding, or an AnnData whose ``obsm[basis]`` is scored.
     batch, labels
         Per-cell batch and biological label (arrays, or ``obs`` column names with AnnData).
+        ``labels=None``: no labels; only batch metrics are computed (every cell in one label
+        group) and asking for a bio metric is an error.
     basis
         ``obsm`` key (or ``"X"``) with AnnData; default ``"X_pca"`` when present, else ``X``.
     X_pre
         Pre-integration embedding (array, or ``obsm`` key / ``"X"``) for scib's PCR
         comparison. Without it ``pcr`` is ``1 - (variance share explained by batch)`` of
-        the embedding itself.
+        the embedding itself, which is not scib's definition and does not enter the aggregates.
     metrics
-        Subset of :data:`BATCH_METRICS` + :data:`BIO_METRICS` to compute (default all).
+        Subset of :data:`BATCH_METRICS` + :data:`BIO_METRICS` to compute (default all; without
+        labels, all batch metrics).
     k_lisi, k_kbet, k_graph
         Neighbours (self included) for iLISI/cLISI, kBET and graph connectivity
         (scib-metrics defaults 90, 50, 15). LISI perplexity is ``k_lisi // 3``.
@@ -159,8 +173,10 @@ def batch_metrics(
         ``"auto"`` / ``"blas"`` (one blockwise distance pass that also yields the silhouette
         sums; fastest), ``"faiss"`` or ``"sklearn"`` (all exact).
     aggregate
-        Add ``batch_correction``, ``bio_conservation`` (means of scib-metrics' Benchmarker
-        metric sets) and ``total = 0.4 batch + 0.6 bio`` when their parts were computed.
+        Add ``batch_mean_unscaled`` and ``bio_mean_unscaled`` (plain means of scib-metrics'
+        Benchmarker metric sets, ``pcr`` only with ``X_pre``) and ``overall_unscaled =
+        0.4 batch + 0.6 bio`` when their parts were computed. Not comparable with Benchmarker
+        totals, which min-max scale each metric across the compared methods first.
 
     Returns
     -------
@@ -170,12 +186,16 @@ def batch_metrics(
     X, X_pre, adata = _resolve(X_or_adata, basis, X_pre)
     n = X.shape[0]
     b = _codes(batch, adata, n, "batch")
-    lab = _codes(labels, adata, n, "labels")
+    lab = np.zeros(n, dtype=np.int64) if labels is None else _codes(labels, adata, n, "labels")
     known = BATCH_METRICS + BIO_METRICS
-    wanted = list(known) if metrics is None else list(metrics)
+    default = BATCH_METRICS if labels is None else known
+    wanted = list(default) if metrics is None else list(metrics)
     bad = [m for m in wanted if m not in known]
     if bad:
         raise DataError(f"unknown metric(s) {bad}; choose from {list(known)}")
+    if labels is None and any(m in BIO_METRICS for m in wanted):
+        asked = [m for m in wanted if m in BIO_METRICS]
+        raise DataError(f"bio-conservation metric(s) {asked} need labels; labels=None was given")
     ks = {"ilisi": k_lisi, "clisi": k_lisi, "kbet": k_kbet, "graph_connectivity": k_graph}
     k_max = max([ks[m] for m in wanted if m in ks], default=0)
     graph = None
@@ -233,10 +253,11 @@ def batch_metrics(
                 out["nmi"], out["ari"] = _nmi_ari(X, lab, kmeans_n_init, seed)
     out = {m: out[m] for m in wanted}
     if aggregate:
-        if all(m in out for m in _AGG_BATCH):
-            out["batch_correction"] = float(np.mean([out[m] for m in _AGG_BATCH]))
+        agg_batch = [m for m in _AGG_BATCH if m != "pcr" or X_pre is not None]
+        if all(m in out for m in agg_batch):
+            out["batch_mean_unscaled"] = float(np.mean([out[m] for m in agg_batch]))
         if all(m in out for m in _AGG_BIO):
-            out["bio_conservation"] = float(np.mean([out[m] for m in _AGG_BIO]))
-        if "batch_correction" in out and "bio_conservation" in out:
-            out["total"] = 0.4 * out["batch_correction"] + 0.6 * out["bio_conservation"]
+            out["bio_mean_unscaled"] = float(np.mean([out[m] for m in _AGG_BIO]))
+        if "batch_mean_unscaled" in out and "bio_mean_unscaled" in out:
+            out["overall_unscaled"] = 0.4 * out["batch_mean_unscaled"] + 0.6 * out["bio_mean_unscaled"]
     return out

@@ -6,6 +6,7 @@ Public entry point: :func:`biomodal.io.read_legacy_st`.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import re
 from pathlib import Path
@@ -100,6 +101,42 @@ def _read_spots(path: Path) -> pd.DataFrame:
     return spots
 
 
+#: file beside the image giving its scale against the spot table's pixel coordinates
+SCALEFACTORS_FILE = "scalefactors.json"
+
+
+def image_scale(image: Path, scale_factor: float | None) -> tuple[float, str]:
+    """Image pixels per spot-table pixel, and where the value came from.
+
+    ``scale_factor`` wins; otherwise ``scalefactors.json`` beside the image is read (its
+    ``image_scale``, as the her2st viewer's downscaled images record it); otherwise 1.
+
+    Raises
+    ------
+    ReaderError
+        ``scalefactors.json`` is unreadable or lacks a positive ``image_scale``.
+    """
+    if scale_factor is not None:
+        if not float(scale_factor) > 0:
+            raise DataError(f"scale_factor must be > 0, got {scale_factor}")
+        return float(scale_factor), "user"
+    path = image.parent / SCALEFACTORS_FILE
+    if not path.is_file():
+        return 1.0, "none"
+    try:
+        factors = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ReaderError(path, f"cannot read the scale factors: {exc}") from exc
+    value = factors.get("image_scale") if isinstance(factors, dict) else None
+    if not isinstance(value, int | float) or not value > 0:
+        keys = sorted(factors) if isinstance(factors, dict) else type(factors).__name__
+        raise ReaderError(
+            path, f"expected a positive 'image_scale' (image px per spot-file px); found keys {keys}"
+        )
+    log.info("%s: image_scale %.6g from %s", image, value, path)
+    return float(value), str(path)
+
+
 def read_legacy_st(
     counts: str | os.PathLike,
     spots: str | os.PathLike,
@@ -109,6 +146,7 @@ def read_legacy_st(
     donor: str | None = None,
     batch: str | None = None,
     mpp: float | None = None,
+    scale_factor: float | None = None,
 ) -> ad.AnnData:
     """Read a legacy Spatial Transcriptomics section (her2st / Ståhl layout).
 
@@ -127,17 +165,24 @@ def read_legacy_st(
         Spot table (tab or comma separated) with ``x, y, pixel_x, pixel_y`` and
         optionally ``selected``; pixel coordinates are in ``image`` pixels.
     image
-        The H&E image the spot pixel coordinates refer to (its level 0).
+        The H&E image. Spot pixel coordinates are multiplied by the scale factor to land on it
+        (1 when the image is the one the spot table was made on).
     sample, donor, batch
         ``obs`` labels; ``sample`` defaults to the counts file's folder name.
     mpp
-        Microns per pixel of ``image``; estimated from the 200 um spot pitch when omitted.
+        Microns per pixel of ``image``; estimated from the 200 um spot pitch (in ``image``
+        pixels, after scaling) when omitted.
+    scale_factor
+        ``image`` pixels per spot-table pixel, for an image resized after the spots were
+        located (as Visium's ``scalefactors_json.json`` does for its hires/lowres images).
+        Default: ``image_scale`` of a ``scalefactors.json`` beside the image, else 1.
 
     Returns
     -------
     anndata.AnnData
         Biomodal spatial convention; ``obs_names`` are the ``"XxY"`` spot names,
-        ``obs["array_col"]`` = x and ``obs["array_row"]`` = y.
+        ``obs["array_col"]`` = x and ``obs["array_row"]`` = y; ``obsm["spatial"]`` in ``image``
+        pixels; ``uns["spatial"]`` records ``image_scale`` and ``image_scale_source``.
 
     Raises
     ------
@@ -153,6 +198,7 @@ def read_legacy_st(
     spots_path = require_file(spots, "legacy ST spot table")
     image_path = require_file(image, "legacy ST H&E image")
     wh = image_size(image_path)
+    scale, scale_source = image_scale(image_path, scale_factor)
 
     df, cxy = _read_counts(counts_path)
     tab = _read_spots(spots_path)
@@ -198,11 +244,13 @@ def read_legacy_st(
     is_int = check_counts(values, counts_path)
     X = sp.csr_matrix(values[keep].astype(np.float32))
     rows = tab.iloc[pos[keep]]
-    coords = rows[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64)
+    coords = rows[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64) * scale
 
     if mpp is None:
         mpp_val = estimate_mpp_from_spots(
-            tab[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64), skey, pitch_um=LEGACY_SPOT_PITCH_UM
+            tab[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64) * scale,
+            skey,
+            pitch_um=LEGACY_SPOT_PITCH_UM,
         )
         log.info(
             "%s: estimated %.4f um/px from the %.0f um spot pitch", image_path, mpp_val, LEGACY_SPOT_PITCH_UM
@@ -222,6 +270,8 @@ def read_legacy_st(
         "slide_path": str(image_path),
         "mpp": float(mpp_val),
         "mpp_source": source,
+        "image_scale": scale,
+        "image_scale_source": scale_source,
         "spot_diameter_um": LEGACY_SPOT_DIAMETER_UM,
         "spot_pitch_um": LEGACY_SPOT_PITCH_UM,
         "technology": "legacy_st",

@@ -237,7 +237,10 @@ def build_anndata(
                 f"{uns_spatial.get('slide_path')} ({w}x{h} px)"
             )
             if n_out > MAX_OUTSIDE_FRACTION * len(coords):
-                raise DataError(msg + "; wrong image or coordinate scale?")
+                raise DataError(
+                    msg + "; wrong image or coordinate scale? (an image resized after the spots were "
+                    "located needs its scale factor, e.g. scalefactors.json beside it)"
+                )
             log.warning("%s; dropping them", msg)
             X, obs, coords = X[inside], obs.iloc[np.flatnonzero(inside)], coords[inside]
     X = sp.csr_matrix(X, dtype=np.float32)

@@ -69,8 +69,8 @@ def _retrieval_plots(ctx: Any, cfg: Any, result: Any, out: Path) -> None:
 
 @register_plot("hest_expression")
 def _hest_plots(ctx: Any, cfg: Any, result: Any, out: Path) -> None:
-    """Measured vs predicted values of the three best-predicted columns over the first group."""
-    from biomodal.pl.plots import expression_over_slide
+    """Measured vs predicted values of the three best-predicted columns over the first group (squidpy)."""
+    from biomodal.pl.spatial import expression_on_tissue
 
     per_gene = result.metrics.get("pearson_per_gene") or {}
     pred = result.artifacts.get("predictions")
@@ -85,7 +85,7 @@ def _hest_plots(ctx: Any, cfg: Any, result: Any, out: Path) -> None:
     groups = obs[ctx.group_key].astype(str).values if ctx.group_key in obs else np.zeros(len(obs), str)
     first = groups == groups[0]
     measured = np.asarray(tgt.values[ctx.split])
-    expression_over_slide(
+    expression_on_tissue(
         np.asarray(coords)[first],
         measured[first][:, measured_idx],
         np.asarray(pred)[first][:, pred_idx],

@@ -109,7 +109,7 @@ def build_model(
         start = adv.max_reversal if adv.schedule == "constant" else 0.0
         adversary = BatchDiscriminator(recipe.model.embed_dim, n_batches, hidden=(adv.hidden,), weight=start)
     m = recipe.model
-    return ContrastiveModel(
+    model = ContrastiveModel(
         encoders,
         loss,
         embed_dim=m.embed_dim,
@@ -120,6 +120,10 @@ def build_model(
         self_supervised=m.self_supervised,
         ssl_temperature=m.ssl_temperature,
     )
+    for name, cfg in recipe.modalities.items():
+        if cfg.freeze:  # fully frozen: eval mode too, so BatchNorm statistics and dropout stay fixed
+            model.freeze(name)
+    return model
 
 
 class ReversalSchedule:

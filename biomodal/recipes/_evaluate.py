@@ -49,7 +49,13 @@ def make_context(
     mods = list(model.modalities)
     features: dict[str, Callable[[str, str], Any]] = dict(prepared.features)
     if untrained is not None:
-        features["untrained"] = lambda s, m: embed(untrained, eds[s], modalities=[m], progress=False)[m]
+        features["untrained"] = _memo(
+            lambda s, m: embed(untrained, eds[s], modalities=[m], progress=False)[m]
+        )
+    # encoder features before the head (HEST probes encoders, not 64-d normalised head outputs)
+    for key, net in (("trained_encoder", model), ("untrained_encoder", untrained)):
+        if net is not None and hasattr(net, "encoders"):
+            features[key] = _memo(_encoder_fn(net, eds))
     embeddings = {s: embed(model, eds[s], modalities=mods, progress=False) for s in splits}
     predict = getattr(getattr(model, "loss", None), "predict_proba", None)
     if callable(predict):  # a loss with a trained classifier (M3CoL's fusion head) predicts labels
@@ -69,6 +75,27 @@ def make_context(
         features=features,
         unit=prepared.unit,
     )
+
+
+def _memo(fn: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
+    """Cache ``fn(split, modality)``: several protocols ask for the same baseline features."""
+    cache: dict[tuple[str, str], Any] = {}
+
+    def wrapped(split: str, modality: str) -> Any:
+        if (split, modality) not in cache:
+            cache[(split, modality)] = fn(split, modality)
+        return cache[(split, modality)]
+
+    return wrapped
+
+
+def _encoder_fn(net: Any, eds: Any) -> Callable[[str, str], Any]:
+    def fn(split: str, modality: str) -> Any:
+        from biomodal.eval.backbone import encoder_features
+
+        return encoder_features(net, eds[split], [modality])[modality]
+
+    return fn
 
 
 def validation(recipe: Recipe, prepared: Any) -> tuple[Callable[[Any], dict[str, float]] | None, str | None]:

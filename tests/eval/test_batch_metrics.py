@@ -13,7 +13,7 @@ from biomodal.eval._kbet import graph_connectivity, kbet
 from biomodal.eval._knn import KNNGraph, exact_knn
 from biomodal.eval._lisi import lisi_per_cell
 from biomodal.eval._silhouette import silhouette_samples
-from biomodal.eval.batch import batch_metrics, pcr_variance
+from biomodal.eval.batch import BIO_METRICS, batch_metrics, pcr_variance
 
 
 def blobs(n=600, n_labels=4, n_batches=3, dims=20, shift=0.0, sep=4.0, seed=0):
@@ -141,9 +141,33 @@ def test_mixed_batches_score_high_separated_low(mixed_and_separated):
     assert mixed["kbet"] > 0.7 and sep["kbet"] < 0.05
     assert mixed["pcr"] > 0.98 and sep["pcr"] < 0.6
     assert mixed["graph_connectivity"] > 0.9 and sep["graph_connectivity"] < 0.5
-    assert mixed["batch_correction"] > sep["batch_correction"]
+    assert mixed["batch_mean_unscaled"] > sep["batch_mean_unscaled"]
     for v in (*mixed.values(), *sep.values()):
         assert 0.0 <= v <= 1.0 + 1e-9
+
+
+def test_aggregates_are_named_unscaled_and_leave_out_pcr_without_x_pre():
+    X, b, lab = blobs(n=300, shift=3.0, seed=4)
+    no_pre = batch_metrics(X, b, lab)
+    assert not {"batch_correction", "bio_conservation", "total"} & set(no_pre)  # not scib's totals
+    parts = ("bras", "ilisi", "kbet", "graph_connectivity")  # pcr without X_pre is not scib's pcr
+    assert no_pre["batch_mean_unscaled"] == pytest.approx(np.mean([no_pre[m] for m in parts]))
+    with_pre = batch_metrics(X, b, lab, X_pre=X + 0.1)
+    assert with_pre["batch_mean_unscaled"] == pytest.approx(np.mean([with_pre[m] for m in (*parts, "pcr")]))
+    bio = ("isolated_labels", "nmi", "ari", "asw_label", "clisi")
+    assert no_pre["bio_mean_unscaled"] == pytest.approx(np.mean([no_pre[m] for m in bio]))
+    assert no_pre["overall_unscaled"] == pytest.approx(
+        0.4 * no_pre["batch_mean_unscaled"] + 0.6 * no_pre["bio_mean_unscaled"]
+    )
+
+
+def test_without_labels_no_bio_metric_is_reported():
+    X, b, _ = blobs(n=300, shift=3.0, seed=5)
+    res = batch_metrics(X, b, None)
+    assert not set(BIO_METRICS) & set(res) and "bio_mean_unscaled" not in res
+    assert {"ilisi", "kbet", "asw_batch", "graph_connectivity"} <= set(res)
+    with pytest.raises(DataError, match="need labels"):
+        batch_metrics(X, b, None, metrics=["nmi"])
 
 
 def test_label_preserving_embedding_scores_high(mixed_and_separated):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from biomodal.errors import DataError, ReaderError
 from biomodal.io import read_legacy_st
@@ -189,3 +191,65 @@ def test_spot_table_missing_columns(tmp_path):
     t["spots"].drop(columns=["pixel_y"]).to_csv(tmp_path / "spots.tsv", sep="\t", index=False)
     with pytest.raises(ReaderError, match="pixel_y"):
         read_legacy_st(tmp_path / "counts.tsv.gz", tmp_path / "spots.tsv", tmp_path / "image.jpg")
+
+
+# ---------------------------------------------------------------- downscaled images (her2st patient A)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", ["A1", "A2"])
+def test_her2st_patient_a_reads_its_scale_factors(shared_data, name):
+    d = shared_data / "spatial" / "her2st" / name
+    a = read_legacy_st(d / "counts.tsv.gz", d / "spots.tsv", d / "image.png")
+    u = a.uns["spatial"]
+    tab = pd.read_csv(d / "spots.tsv", sep="\t")
+    scale = json.loads((d / "scalefactors.json").read_text())["image_scale"]
+    assert u["image_scale"] == pytest.approx(scale) and u["image_scale_source"].endswith("scalefactors.json")
+    # 200 um pitch over ~62.5 image px: ~3.2 um/px, four to five times patient C's ~0.69
+    assert u["mpp"] == pytest.approx(_reference_mpp(tab) / scale, rel=0.02)
+    assert 3.0 < u["mpp"] < 3.4
+    key = tab.assign(name=tab["x"].astype(str) + "x" + tab["y"].astype(str)).set_index("name")
+    np.testing.assert_allclose(a.obsm["spatial"], key.loc[a.obs_names, ["pixel_x", "pixel_y"]] * scale)
+    assert 0 < a.obsm["spatial"][:, 0].max() < 2000  # inside the 2000-px-wide downscaled image
+    c = read_legacy_st(*_her2st(shared_data, "C2"))
+    assert c.uns["spatial"]["image_scale"] == 1.0 and c.uns["spatial"]["image_scale_source"] == "none"
+
+
+def _textured(path, w, h, period_px):
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 127 + 100 * np.sin(2 * np.pi * xx / period_px)
+    g = 127 + 100 * np.cos(2 * np.pi * yy / (1.7 * period_px))
+    b = 127 + 60 * np.sin(2 * np.pi * (xx + yy) / (2.3 * period_px))
+    Image.fromarray(np.stack([r, g, b], -1).clip(0, 255).astype(np.uint8)).save(path)
+
+
+def test_downscaled_image_with_scale_factors_tiles_the_same_microns(tmp_path):
+    from biomodal.data import SpotTileDataset
+
+    full, small = tmp_path / "full", tmp_path / "small"
+    t = make_legacy_st(full, n_x=5, n_y=4, px_per_step=200.0, offset=(100.0, 100.0))
+    w, h = t["image_wh"]
+    _textured(full / "image.png", w, h, period_px=160.0)
+    small.mkdir()
+    for f in ("counts.tsv.gz", "spots.tsv"):
+        (small / f).write_bytes((full / f).read_bytes())
+    Image.open(full / "image.png").resize((w // 4, h // 4), Image.BILINEAR).save(small / "image.png")
+    # the image is 4x smaller than the one the spot table was made on, and nothing says so
+    with pytest.raises(DataError, match="scale factor"):
+        read_legacy_st(small / "counts.tsv.gz", small / "spots.tsv", small / "image.png")
+    (small / "scalefactors.json").write_text(json.dumps({"image_scale": (w // 4) / w}))
+    a_full = read_legacy_st(full / "counts.tsv.gz", full / "spots.tsv", full / "image.png")
+    a_small = read_legacy_st(small / "counts.tsv.gz", small / "spots.tsv", small / "image.png")
+    assert a_small.uns["spatial"]["mpp"] == pytest.approx(4 * a_full.uns["spatial"]["mpp"], rel=0.02)
+    ds_full = SpotTileDataset([a_full], tile_um=200.0, mpp=4.0)
+    ds_small = SpotTileDataset([a_small], tile_um=200.0, mpp=4.0)
+    assert ds_full.tile_px == ds_small.tile_px == 50
+    diff = [np.abs(ds_full.tile(i).astype(float) - ds_small.tile(i).astype(float)).mean() for i in range(5)]
+    assert max(diff) < 8.0  # the same tissue at the same size (resampling blur only)
+    user = read_legacy_st(
+        small / "counts.tsv.gz", small / "spots.tsv", small / "image.png", scale_factor=0.25
+    )
+    assert user.uns["spatial"]["image_scale_source"] == "user"
+    (small / "scalefactors.json").write_text(json.dumps({"tissue_hires_scalef": 0.25}))
+    with pytest.raises(ReaderError, match="image_scale"):
+        read_legacy_st(small / "counts.tsv.gz", small / "spots.tsv", small / "image.png")

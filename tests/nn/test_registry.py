@@ -27,6 +27,7 @@ TINY = {
         {"in_features": 20, "dim": 16, "depth": 1, "heads": 2},
         lambda: torch.rand(3, 20),
     ),
+    "efficientnet_lite0": ("efficientnet_lite0", {}, lambda: torch.randn(2, 3, 32, 32)),
     "timm:": ("timm:resnet10t", {}, lambda: torch.randn(2, 3, 32, 32)),
     "torchvision:": ("torchvision:resnet18", {}, lambda: torch.randn(2, 3, 32, 32)),
     "monai:": ("monai:resnet10", {}, lambda: torch.randn(2, 3, 32, 32)),

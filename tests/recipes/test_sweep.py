@@ -12,7 +12,7 @@ from biomodal.recipes.sweep import sweep_table
 from tests.recipes.test_run import FAST
 
 
-def test_sweep_table_prefers_post_hoc_corrected_batch_metrics():
+def test_sweep_table_keeps_transductive_post_hoc_metrics_in_their_own_columns():
     ran = ["retrieval", "batch_mixing"]  # columns come from the protocols each variant ran
     plain = {
         "protocols": ran,
@@ -22,13 +22,13 @@ def test_sweep_table_prefers_post_hoc_corrected_batch_metrics():
     corrected = {
         "protocols": ran,
         "retrieval": {"histology_to_expression": {"recall@1": 0.25}},
-        "batch": {"joint": {"ilisi": 0.1}, "joint_corrected": {"ilisi": 0.9}},
+        "batch": {"joint": {"ilisi": 0.1}, "joint_transductive_harmony": {"ilisi": 0.9}},
     }
     table = sweep_table({"none": plain, "harmony": corrected})
     lines = table.splitlines()
-    assert lines[0].startswith("| variant | h->e R@1 | iLISI")
-    assert lines[2] == "| none | 0.500 | 0.100 |"
-    assert lines[3] == "| harmony | 0.250 | 0.900 |"
+    assert lines[0] == "| variant | h->e R@1 | iLISI | iLISI (harmony, transd.) |"
+    assert lines[2] == "| none | 0.500 | 0.100 |  |"
+    assert lines[3] == "| harmony | 0.250 | 0.100 | 0.900 |"
 
 
 def test_adversary_needs_two_training_batches(tmp_path):

@@ -49,17 +49,31 @@ class Target:
     Attributes
     ----------
     values
-        ``{split: (n_items, n_columns) float array}``.
+        ``{split: (n_items, n_columns) float array}``: what predictions are scored against.
     names
         Column names (gene symbols, lead names...).
+    rank_values
+        Optional ``(n_train_items, n_columns)`` training-split values whose per-column variance
+        ranks the columns when a protocol scores the "most variable" ones (e.g. expression
+        before z-scoring, whose variance is not 1 for every gene); ``None``: ``values["train"]``.
+    info
+        Optional facts about how the values were made (``{"expression_post_hoc":
+        ...}``); protocols that score this target copy them into their metrics.
     """
 
     values: dict[str, Any]
     names: list[str]
+    rank_values: Any | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def ranking(self) -> Any:
+        """Return the training-split values that rank columns by variance (``rank_values`` or train)."""
+        return self.values["train"] if self.rank_values is None else self.rank_values
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{s}={getattr(v, 'shape', '?')}" for s, v in self.values.items())
-        return f"Target({len(self.names)} columns; {shapes})"
+        ranked = "; ranked on separate values" if self.rank_values is not None else ""
+        return f"Target({len(self.names)} columns; {shapes}{ranked})"
 
 
 @dataclass

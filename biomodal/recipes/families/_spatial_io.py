@@ -18,7 +18,10 @@ SPLITS = ("train", "val", "test")
 _READER_ARGS: dict[str, tuple[tuple[str, ...], Any, bool]] = {
     "legacy_st": (
         ("counts", "spots", "image"),
-        lambda sec, data: ((sec.counts,), {"spots": sec.spots, "image": sec.image, "mpp": sec.mpp}),
+        lambda sec, data: (
+            (sec.counts,),
+            {"spots": sec.spots, "image": sec.image, "mpp": sec.mpp, "scale_factor": sec.scale_factor},
+        ),
         False,
     ),
     "visium": (("path",), lambda sec, data: ((sec.path,), {}), False),
@@ -29,6 +32,50 @@ _READER_ARGS: dict[str, tuple[tuple[str, ...], Any, bool]] = {
     ),
     "h5ad": (("path",), lambda sec, data: ((sec.path,), {"slide": sec.slide, "mpp": sec.mpp}), True),
 }
+
+
+def check_split_guards(
+    items: list[tuple[str, str, str]], split_unit: str, where: str = "data.sections"
+) -> None:
+    """Refuse a section in two splits and, with ``split_unit: donor``, a donor in two splits.
+
+    Parameters
+    ----------
+    items
+        ``(section, split, donor)`` of every section.
+    split_unit
+        ``"donor"`` (a donor's sections share one split) or ``"section"`` (the opt-in that lets
+        one donor's sections sit in different splits).
+    where
+        Name of the configuration the sections come from, for messages.
+
+    Raises
+    ------
+    ConfigError
+        Naming the section or donor and the splits it appears in.
+    """
+    by_section: dict[str, list[str]] = {}
+    by_donor: dict[str, dict[str, list[str]]] = {}
+    for name, split, donor in items:
+        by_section.setdefault(name, []).append(split)
+        by_donor.setdefault(donor, {}).setdefault(split, []).append(name)
+    for name, splits in by_section.items():
+        if len(splits) > 1:
+            raise ConfigError(
+                f"{where}: section {name!r} is listed {len(splits)} times (splits {', '.join(splits)}); "
+                "a section's spots belong to exactly one split"
+            )
+    if split_unit == "section":
+        return
+    for donor, splits in by_donor.items():
+        if len(splits) > 1:
+            detail = "; ".join(f"{sp}: {', '.join(names)}" for sp, names in splits.items())
+            raise ConfigError(
+                f"{where}: donor {donor!r} has sections in {len(splits)} splits ({detail}); with "
+                "data.split_unit: donor (the default) a held-out donor is never seen in training or "
+                "early stopping. Move the sections, or set data.split_unit: section to split by "
+                "section within donors (held-out figures are then within-donor)"
+            )
 
 
 def read_section(sec: Any, data: Any) -> Any:
@@ -47,22 +94,67 @@ def read_section(sec: Any, data: Any) -> Any:
     return adata
 
 
-def attach_labels(adata: Any, sec: Any) -> None:
-    """Join a per-spot label table (CSV with an index column matching obs_names)."""
+#: columns of a label table that locate a spot rather than describe it
+_COORD_COLUMNS = {"x", "y", "new_x", "new_y", "pixel_x", "pixel_y", "selected", "array_row", "array_col"}
+#: the value a spot without a label gets
+UNLABELLED = "unlabelled"
+
+
+def _label_rows(table: Any, adata: Any, path: Path) -> tuple[Any, str]:
+    """Reindex ``table`` to the spots of ``adata`` (by spot name, else by rounded array x/y); say how."""
+    import numpy as np
+    import pandas as pd
+
+    if table.index.astype(str).isin(adata.obs_names).any():
+        return table.reindex(adata.obs_names), "spot name"
+    if not {"x", "y"} <= set(table.columns) or not {"array_col", "array_row"} <= set(adata.obs.columns):
+        raise DataError(
+            f"{path}: no row index matches the spot names of the section (e.g. {adata.obs_names[0]!r}) "
+            "and the table has no x, y array-coordinate columns to join on"
+        )
+    xy = table[["x", "y"]].to_numpy(dtype=np.float64)
+    if not np.isfinite(xy).all():
+        raise DataError(f"{path}: {int((~np.isfinite(xy)).any(axis=1).sum())} rows have no x, y coordinate")
+    xy = np.round(xy).astype(np.int64)
+    key = pd.MultiIndex.from_arrays([xy[:, 0], xy[:, 1]])
+    if key.duplicated().any():
+        raise DataError(f"{path}: rows {key[key.duplicated()][:5].tolist()} round to the same array x, y")
+    spots = pd.MultiIndex.from_arrays(
+        [adata.obs["array_col"].to_numpy(np.int64), adata.obs["array_row"].to_numpy(np.int64)]
+    )
+    pos = key.get_indexer(spots)
+    rows = table.iloc[np.where(pos < 0, 0, pos)].copy()
+    rows.index = adata.obs_names
+    rows[pos < 0] = np.nan
+    return rows, "rounded array x, y"
+
+
+def attach_labels(adata: Any, sec: Any) -> list[str]:
+    """Join a per-spot label table (CSV/TSV) by spot name, or by rounded array ``x``/``y`` columns.
+
+    Every descriptive column becomes an ``obs`` column (coordinate columns are not labels); spots
+    the table does not cover get ``"unlabelled"``. Returns the label columns added.
+    """
     if not sec.labels:
-        return
+        return []
     import pandas as pd
 
     path = Path(sec.labels)
     if not path.is_file():
         raise ConfigError(f"data.sections[{sec.name}].labels: file not found: {path}")
     table = pd.read_csv(path, sep=None, engine="python", index_col=0)
-    hits = adata.obs_names.isin(table.index)
+    rows, how = _label_rows(table, adata, path)
+    hits = rows.notna().any(axis=1).to_numpy()
     if not hits.any():
-        raise DataError(f"{path}: no row index matches the spot names of section {sec.name!r}")
-    log.info("section %s: %d/%d spots have labels from %s", sec.name, hits.sum(), adata.n_obs, path)
-    for col in table.columns:
-        adata.obs[col] = table.reindex(adata.obs_names)[col].astype(str).where(hits, "unlabelled").values
+        raise DataError(f"{path}: no row matches a spot of section {sec.name!r} (joined by {how})")
+    cols = [c for c in table.columns if c not in _COORD_COLUMNS]
+    if not cols:
+        raise DataError(f"{path}: no label column besides coordinates ({list(table.columns)})")
+    log.info("section %s: %d/%d spots have labels (%s) from %s, joined by %s", sec.name, hits.sum(),
+             adata.n_obs, ", ".join(cols), path, how)  # fmt: skip
+    for col in cols:
+        adata.obs[col] = rows[col].astype(str).where(hits, UNLABELLED).values
+    return cols
 
 
 def demo_dataset(root: Path, demo: Any) -> Any:
@@ -99,10 +191,17 @@ def read_sections(data: Any, run_dir: Path) -> dict[str, list[Any]]:
         for sec in ds.sections:
             out[sec["split"]].append(ds.read(sec["sample"]))
     else:
+        labelled: set[str] = set()
         for sec in data.sections:
             adata = read_section(sec, data)
-            attach_labels(adata, sec)
+            labelled.update(attach_labels(adata, sec))
             out[sec.split].append(adata)
+        for a in (a for adatas in out.values() for a in adatas):  # no NaN labels in other sections
+            for col in labelled - set(a.obs.columns):
+                a.obs[col] = UNLABELLED
+    donors = [(str(a.obs["sample"].iloc[0]), split, str(a.obs["donor"].iloc[0]))
+              for split, adatas in out.items() for a in adatas]  # fmt: skip
+    check_split_guards(donors, data.split_unit, where=f"data ({data.source} sections)")
     for split, adatas in out.items():
         for a in adatas:
             a.obs["split"] = split

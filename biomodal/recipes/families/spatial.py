@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import biomodal.eval.protocols.spatial_probe  # noqa: F401  (registers the spatial_probe protocol)
 from biomodal.errors import CheckpointError, ConfigError
 from biomodal.recipes.families import register_family
+from biomodal.recipes.families._spatial_io import check_split_guards
 from biomodal.recipes.families.base import SPLITS, Family, FamilyConfig, PreparedData
 
 __all__ = ["DemoConfig", "GenesConfig", "SectionConfig", "SpatialData", "SpatialFamily", "TileGeometry"]
@@ -34,9 +36,11 @@ class _Strict(BaseModel):
 class SectionConfig(_Strict):
     """One tissue section of a real dataset.
 
-    For ``legacy_st`` give ``counts``, ``spots`` and ``image``; for ``visium`` and
-    ``xenium`` give ``path``; for ``h5ad`` give ``path`` (and ``slide`` when the
-    file does not record it). Relative paths resolve against ``data.root``.
+    For ``legacy_st`` give ``counts``, ``spots`` and ``image`` (``scale_factor``: image pixels
+    per spot-file pixel when the image was resized; default: ``scalefactors.json`` beside the
+    image, else 1); for ``visium`` and ``xenium`` give ``path``; for ``h5ad`` give ``path``
+    (and ``slide`` when the file does not record it). ``labels``: a per-spot table joined by
+    spot name or by rounded array ``x``/``y``. Relative paths resolve against ``data.root``.
     """
 
     name: str
@@ -49,6 +53,7 @@ class SectionConfig(_Strict):
     path: str | None = None
     slide: str | None = None
     mpp: float | None = Field(default=None, gt=0)
+    scale_factor: float | None = Field(default=None, gt=0)
     labels: str | None = None
 
 
@@ -72,11 +77,20 @@ class GenesConfig(_Strict):
     normalize: Literal["total_log1p", "none"] = "total_log1p"
     target_sum: float = 1e4
     scale: bool = False
-    post_hoc: Literal["none", "combat", "center_scale"] = "none"
+    post_hoc: Literal[
+        "none", "combat", "center_scale", "combat_transductive", "center_scale_transductive"
+    ] = "none"
 
 
 class SpatialData(FamilyConfig):
-    """``data:`` of a spatial recipe: where sections come from and how spots become pairs."""
+    """``data:`` of a spatial recipe: where sections come from and how spots become pairs.
+
+    Split guards: a section (name or file) belongs to one split; with ``split_unit: donor``
+    (the default) a donor's sections all sit in one split, so nothing of a held-out donor is
+    seen in training or early stopping. ``split_unit: section`` is the named opt-in for
+    within-donor section splits. ``allow_val_scoring: true`` is the opt-in for
+    ``eval.split: val``, which scores the sections early stopping selected the model on.
+    """
 
     family: Literal["spatial"] = "spatial"
     source: Literal["demo", "legacy_st", "visium", "xenium", "h5ad"] = "demo"
@@ -90,6 +104,8 @@ class SpatialData(FamilyConfig):
     augment: bool = True
     cache: Literal["memory", "preload", "none"] = "memory"
     xenium_pseudo_spot_um: float | None = None
+    split_unit: Literal["donor", "section"] = "donor"
+    allow_val_scoring: bool = False
 
     @model_validator(mode="after")
     def _sections_needed(self) -> SpatialData:
@@ -100,6 +116,8 @@ class SpatialData(FamilyConfig):
             for need in ("train", "test"):
                 if need not in splits:
                     raise ValueError(f"data.sections needs at least one section with split: {need}")
+            check_split_guards([(s.name, s.split, s.donor or s.name) for s in self.sections], self.split_unit)
+            _one_file_one_section(self.sections)
         return self
 
 
@@ -156,7 +174,8 @@ class SpatialFamily(Family):
             labels.append(label_key)
         within = {"within": "sample", "within_label": "section"} if ev.get("within_section", True) else {}
         h, e = "histology", "expression"
-        baselines = ["untrained"] + (["colour_histogram"] if ev.get("baselines", True) else [])
+        baselines = ["untrained", "untrained_encoder", "trained_encoder"]
+        baselines += ["colour_histogram"] if ev.get("baselines", True) else []
         retrieval = {"pairs": [[h, e], [e, h]], "ks": ev.get("ks", [1, 5, 10]), **within}
         hest = {
             "modality": h,
@@ -198,13 +217,15 @@ class SpatialFamily(Family):
         """Read sections, fit the gene pipeline on training sections, build the spot datasets."""
         from biomodal.data import SpotTileDataset
         from biomodal.data.transforms import default_histology_transforms
+        from biomodal.recipes.families._spatial_genes import evaluation_target, fit_genes, post_hoc_expression
         from biomodal.recipes.families._spatial_io import read_sections
 
         data: SpatialData = recipe.data
         sections = read_sections(data, run_dir)
+        _check_eval_split(recipe, data, {s for s, v in sections.items() if v})
         pipeline = (preprocessors or {}).get("expression")
         if pipeline is None:
-            pipeline = _fit_genes(data.genes, sections)
+            pipeline = fit_genes(data.genes, sections)
         log.info("gene panel: %d genes fitted on %d training sections", len(pipeline.var_names_),
                  len(sections["train"]))  # fmt: skip
         geometry = (preprocessors or {}).get("histology")
@@ -223,8 +244,10 @@ class SpatialFamily(Family):
             ds = SpotTileDataset(sections[split], transform=aug, **common)
             prepared.datasets[split] = ds
             prepared.eval_datasets[split] = ds if aug is None else SpotTileDataset(sections[split], **common)
+        # targets are taken before any post-hoc correction: scores never see corrected values
+        target = evaluation_target(prepared.eval_datasets, pipeline, sections["train"], data.genes.post_hoc)
         if data.genes.post_hoc != "none":
-            _post_hoc_expression(prepared, data.genes.post_hoc)
+            post_hoc_expression(prepared, data.genes.post_hoc)
         train = prepared.eval_datasets["train"]
         if geometry is not None and geometry.tile_px != train.tile_px:
             raise CheckpointError(f"histology tiles are {train.tile_px} px but the model was trained on "
@@ -233,17 +256,16 @@ class SpatialFamily(Family):
                                   "expression": pipeline}  # fmt: skip
         prepared.input_specs = {"expression": {"in_features": len(pipeline.var_names_)}}
         prepared.batch_categories = list(prepared.datasets["train"].batch_categories)
-        self._evaluation_inputs(prepared, data)
+        self._evaluation_inputs(prepared, data, target, sections, common)
         return prepared
 
     @staticmethod
-    def _evaluation_inputs(prepared: PreparedData, data: SpatialData) -> None:
-        from biomodal.eval.protocols import Target
+    def _evaluation_inputs(prepared: PreparedData, data: SpatialData, target: Any,
+                           sections: dict[str, list[Any]], common: dict[str, Any]) -> None:  # fmt: skip
+        from biomodal.recipes.families._spatial_features import pretrained_features
 
         eds = prepared.eval_datasets
-        prepared.targets = {
-            "expression": Target({s: d.expression for s, d in eds.items()}, list(eds["train"].gene_names))
-        }
+        prepared.targets = {"expression": target}
         prepared.coords = {s: d.spatial for s, d in eds.items()}
         prepared.label_keys = [data.label_key] if data.label_key else []
 
@@ -259,7 +281,10 @@ class SpatialFamily(Family):
             ds = eds[split]
             return colour_histogram_features(np.stack([ds.tile(i) for i in range(len(ds))]))
 
-        prepared.features = {"colour_histogram": colour_histogram}
+        prepared.features = {
+            "colour_histogram": colour_histogram,
+            "efficientnet_lite0": pretrained_features(sections, common, data.tile_um),
+        }
 
     def load_preprocessors(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """Gene pipeline and tile geometry from a checkpoint."""
@@ -310,36 +335,29 @@ class SpatialFamily(Family):
         return ds, adata
 
 
-def _fit_genes(g: GenesConfig, sections: dict[str, list[Any]]) -> Any:
-    from biomodal.pp import GenePipeline, intersect_panels
+def _one_file_one_section(sections: list[SectionConfig]) -> None:
+    """Refuse one data file named by two sections (its spots would sit in two places or splits)."""
+    seen: dict[str, str] = {}
+    for sec in sections:
+        for attr in ("counts", "path"):
+            val = getattr(sec, attr)
+            if not val:
+                continue
+            key = os.path.normpath(os.path.expandvars(os.path.expanduser(val)))
+            if key in seen and seen[key] != sec.name:
+                raise ValueError(
+                    f"data.sections: {attr} {val!r} is named by sections {seen[key]!r} and {sec.name!r}; "
+                    "one file is one section in one split"
+                )
+            seen[key] = sec.name
 
-    hvg_kw = {"n_top_genes": g.n_top_genes} if g.n_top_genes is not None else {}
-    pipeline = GenePipeline(
-        **hvg_kw, hvg=g.hvg, normalize=g.normalize, target_sum=g.target_sum, scale=g.scale
-    )
-    # panel choice and statistics from training sections only; held-out sections contribute
-    # nothing but the names of the genes they measure, so every section can be transformed
-    everything = [a for s in SPLITS for a in sections[s]]
-    pipeline.fit(sections["train"], candidates=intersect_panels(everything))
-    return pipeline
 
-
-def _post_hoc_expression(prepared: PreparedData, method: str) -> None:
-    """Per-section correction of the expression targets before training (BLEEP-style)."""
-    import numpy as np
-
-    from biomodal.pp import center_scale
-
-    for split, ds in {**prepared.datasets, **prepared.eval_datasets}.items():
-        codes = np.asarray(ds.obs["sample"].astype(str))
-        if method == "center_scale":
-            ds.expression = center_scale(ds.expression, codes).astype(np.float32)
-        else:  # combat works on AnnData
-            import anndata as ad
-
-            from biomodal.pp import combat
-
-            tmp = ad.AnnData(ds.expression.copy(), obs={"sample": codes})
-            combat(tmp, "sample")
-            ds.expression = np.asarray(tmp.X, dtype=np.float32)
-        log.info("post-hoc %s applied to %s expression", method, split)
+def _check_eval_split(recipe: Any, data: SpatialData, splits: set[str]) -> None:
+    """``eval.split: val`` scores the early-stopping set: refuse unless the recipe opts in."""
+    split = getattr(getattr(recipe, "eval", None), "split", "test")
+    if split == "val" and "val" in splits and not data.allow_val_scoring:
+        raise ConfigError(
+            "eval.split: val scores the validation sections that early stopping and best.pt selected "
+            "the model on, so its figures are optimistic; score test sections, or set "
+            "data.allow_val_scoring: true to do it anyway"
+        )
