@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "temp_path_for"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "publish_folder", "temp_path_for"]
 
 
 def temp_path_for(path: str | os.PathLike, suffix: str | None = None) -> Path:
@@ -215,3 +215,22 @@ def atomic_write_text(
         with open(tmp, "w", encoding=encoding, newline=newline) as fh:
             fh.write(text)
     return Path(path)
+
+
+def publish_folder(staging: Path, out: Path) -> None:
+    """Move a complete generated folder onto ``out`` (a rename; file by file into an existing folder).
+
+    Into an existing folder the data files move first and ``manifest.csv`` last, so a reader
+    never finds a manifest naming files that are not there yet.
+    """
+    if not out.exists():
+        try:
+            os.replace(staging, out)
+            return
+        except OSError:  # another writer published first: move file by file into theirs
+            if not out.is_dir():
+                raise
+    last = ("README.md", "generation.json", "manifest.csv")
+    names = sorted(p.name for p in staging.iterdir())
+    for name in [n for n in names if n not in last] + [n for n in last if n in names]:
+        os.replace(staging / name, out / name)

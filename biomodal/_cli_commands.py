@@ -28,7 +28,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     """``biomodal embed CHECKPOINT DATA -o OUT.h5ad``."""
     from biomodal.recipes.checkpoint import embed_h5ad
 
-    adata = embed_h5ad(args.checkpoint, args.data, args.output)
+    adata = embed_h5ad(args.checkpoint, args.data, args.output, slide=args.slide, mpp=args.mpp)
     keys = ", ".join(k for k in adata.obsm if k.startswith("X_biomodal_"))
     print(f"wrote {args.output}: {adata.n_obs} spots, obsm: {keys}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from biomodal.errors import DataError
+from biomodal._atomic import publish_folder
+from biomodal.errors import ConfigError, DataError
 
-__all__ = ["DemoDataset", "write_pyramid_tiff"]
+__all__ = ["DemoDataset", "publish_folder", "staging_folder", "write_pyramid_tiff"]
 
 
 @dataclass
@@ -238,3 +240,19 @@ def _import(name: str):
     from biomodal._lazy import import_optional
 
     return import_optional(name, "histology")
+
+
+def staging_folder(out: Path) -> Path:
+    """Create and return a hidden sibling of ``out``; an ``OSError`` naming ``out`` when impossible."""
+    blocker = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise ConfigError(f"{out}: cannot create the folder, {blocker} is a file, not a folder")
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.partial"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot create the output folder ({exc.strerror or exc})", str(out)
+        ) from exc
+    return staging

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from biomodal.datasets._demo_genes import GeneModel, make_gene_model, sample_counts
-from biomodal.datasets._demo_io import DemoDataset, write_pyramid_tiff
+from biomodal.datasets._demo_io import DemoDataset, publish_folder, staging_folder, write_pyramid_tiff
 from biomodal.datasets._textures import DENSITY_SD, TISSUE_TYPES, make_layout, random_stain, render_he
 from biomodal.errors import ConfigError, DataError
 
@@ -204,6 +205,8 @@ def make_demo_spatial(
         Output folder (created).  Holds ``<sample>.tiff``, ``<sample>.h5ad``,
         ``manifest.csv``, ``generation.json`` and ``README.md``.  ``uns["spatial"]["slide_path"]``
         is the slide's file name, relative to the ``.h5ad``'s folder, so the folder can move.
+        Everything is written into a hidden sibling folder first and moved into place only when
+        complete: a failure (bad parameter, full disk) leaves ``out_dir`` as it was.
     n_donors, sections_per_donor
         Dataset size; section names are ``d<donor>_s<section>``.
     seed
@@ -236,20 +239,46 @@ def make_demo_spatial(
     DemoDataset
         The dataset on disk.
     """
-    import pandas as pd
-
     if n_donors < 1 or sections_per_donor < 1:
         raise ConfigError(f"n_donors={n_donors}, sections_per_donor={sections_per_donor}: both must be >= 1")
-    if mpp <= 0 or spot_diameter_um <= 0:
-        raise ConfigError(f"mpp={mpp}, spot_diameter_um={spot_diameter_um}: both must be > 0")
+    for key, value in (("mpp", mpp), ("spot_diameter_um", spot_diameter_um), ("spot_pitch_um", spot_pitch_um),
+                       ("slide_px", slide_px), ("library_size", library_size)):  # fmt: skip
+        if value is not None and not (np.isfinite(float(value)) and float(value) > 0):
+            raise ConfigError(f"{key}={value!r} is invalid; expected a positive number")
     side, pitch_default, genes_default = _DEFAULTS[bool(small)]
     side = int(slide_px or side)
     pitch = float(spot_pitch_um or pitch_default)
     n_genes = int(n_genes or genes_default)
     out = Path(out_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; expected an output folder")
     if not overwrite and (out / "manifest.csv").exists():
         raise ConfigError(f"{out}: already holds a dataset (manifest.csv); pass overwrite=True")
+    # Everything is written into a hidden sibling folder, moved into place once complete: an
+    # error or a kill never leaves slides without a manifest in ``out``.
+    staging = staging_folder(out)
+    try:
+        _generate(staging, dict(
+            n_donors=n_donors, sections_per_donor=sections_per_donor, seed=seed, small=small, n_genes=n_genes,
+            side=side, mpp=mpp, spot_diameter_um=spot_diameter_um, pitch=pitch, library_size=library_size,
+            donor_effect=donor_effect, n_jobs=n_jobs, n_test_donors=n_test_donors))  # fmt: skip
+        publish_folder(staging, out)
+    except OSError as exc:  # disk full, file-size limit...: name the dataset folder, not the staging one
+        raise OSError(exc.errno, f"cannot write the demo dataset ({exc.strerror or exc})", str(out)) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return DemoDataset.load(out)
+
+
+def _generate(out: Path, params: dict[str, Any]) -> None:
+    """Write the sections, ``manifest.csv``, ``generation.json`` and ``README.md`` into ``out``."""
+    import pandas as pd
+
+    n_donors, sections_per_donor, seed = params["n_donors"], params["sections_per_donor"], params["seed"]
+    n_genes, side, mpp, pitch = params["n_genes"], params["side"], params["mpp"], params["pitch"]
+    spot_diameter_um, library_size = params["spot_diameter_um"], params["library_size"]
+    donor_effect, n_jobs, n_test_donors = params["donor_effect"], params["n_jobs"], params["n_test_donors"]
+    small = params["small"]
     t0 = time.perf_counter()
 
     root_ss = np.random.SeedSequence([int(seed), 20240611])
@@ -322,7 +351,6 @@ def make_demo_spatial(
     }
     (out / "generation.json").write_text(json.dumps(params, indent=2))
     (out / "README.md").write_text(_README.format(**params, n_spots=int(manifest["n_spots"].sum())))
-    return DemoDataset.load(out)
 
 
 _README = """# biomodal synthetic spatial demo dataset

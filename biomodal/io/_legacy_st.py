@@ -289,4 +289,5 @@ def read_legacy_st(
         source=counts_path,
         image_wh=wh,
         is_integer=is_int,
+        coords_source=spots_path,
     )

@@ -14,6 +14,7 @@ padded with white):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 from pathlib import Path
@@ -23,13 +24,22 @@ import numpy as np
 
 from biomodal._lazy import import_optional
 from biomodal.errors import ReaderError, UnsupportedFormatError
+from biomodal.io._slide_checks import max_read_pixels, tiff_truncation
 
 __all__ = ["OpenSlideBackend", "PillowBackend", "open_backend"]
 
 #: Plain images larger than this many pixels are refused (they would be decoded whole).
 MAX_PLAIN_PIXELS = 2**31
+#: Side of the tile read at the centre of level 0 when a slide is opened (validation).
+_PROBE_TILE = 256
 _INCH_UM = 25400.0
 _CM_UM = 10000.0
+
+
+def _read_limit() -> int:
+    from biomodal.io import slide
+
+    return max_read_pixels(slide.MAX_READ_PIXELS)
 
 
 def _composite_white(rgba: np.ndarray) -> np.ndarray:
@@ -58,6 +68,21 @@ def _resolution_mpp(xres: Any, unit: Any) -> float | None:
     return per / xres
 
 
+def _check_levels(path: str, dims: tuple[tuple[int, ...], ...], downs: tuple[float, ...]) -> None:
+    """Refuse pyramid geometry no read could use (the header was damaged)."""
+    problem = None
+    if not dims or len(dims) != len(downs):
+        problem = f"{len(dims)} levels with {len(downs)} downsample factors"
+    elif any(len(d) != 2 or d[0] < 1 or d[1] < 1 for d in dims):
+        problem = f"level sizes {list(dims)} are not all positive"
+    elif not all(math.isfinite(d) and d >= 0.99 for d in downs) or abs(downs[0] - 1.0) > 0.01:
+        problem = f"level downsamples {list(downs)} do not start at 1 and grow"
+    elif any(b < a for a, b in itertools.pairwise(downs)):
+        problem = f"level downsamples {list(downs)} are not increasing"
+    if problem:
+        raise ReaderError(path, f"the pyramid header is invalid ({problem}); the file looks corrupt")
+
+
 class OpenSlideBackend:
     """OpenSlide-backed pyramid reader (lazy, tile based).
 
@@ -77,19 +102,57 @@ class OpenSlideBackend:
         except openslide.OpenSlideError as exc:
             raise ReaderError(path, f"OpenSlide recognised the file but cannot open it ({exc})") from exc
         self._error_type = openslide.OpenSlideError
-        osr = self._osr
-        self.level_dimensions = tuple(tuple(int(v) for v in d) for d in osr.level_dimensions)
-        self.level_downsamples = tuple(float(d) for d in osr.level_downsamples)
-        self.properties = dict(osr.properties)
-        self.kind = f"openslide/{self.properties.get('openslide.vendor', 'unknown')}"
-        # Probe one pixel of the smallest level: corrupt tile data fails here, at open.
         try:
-            osr.read_region((0, 0), len(self.level_dimensions) - 1, (1, 1))
-        except self._error_type as exc:
+            self._validate()
+        except BaseException:
             self.close()
+            raise
+
+    def _validate(self) -> None:
+        """Read and check what every later read needs, so a corrupt file fails at open.
+
+        Properties (each one readable), level geometry (positive sizes, downsamples from 1
+        upwards) and pixels (one pixel of the smallest level and one tile at the centre of
+        level 0).
+        """
+        osr, path = self._osr, self.path
+        try:
+            names = list(osr.properties)
+        except Exception as exc:
             raise ReaderError(
-                path, f"OpenSlide opened the file but cannot decode its pixels ({exc})"
+                path, f"the slide's metadata cannot be read ({exc!r}); the file looks corrupt"
             ) from exc
+        props: dict[str, str] = {}
+        for name in names:
+            try:
+                props[str(name)] = str(osr.properties[name])
+            except Exception:  # openslide-python raises a bare KeyError for an undecodable value
+                raise ReaderError(
+                    path, f"metadata property {name!r} cannot be read; the file looks corrupt"
+                ) from None
+        self.properties = props
+        try:
+            dims = tuple(tuple(int(v) for v in d) for d in osr.level_dimensions)
+            downs = tuple(float(d) for d in osr.level_downsamples)
+        except Exception as exc:
+            raise ReaderError(
+                path, f"the pyramid levels cannot be read ({exc}); the file looks corrupt"
+            ) from exc
+        _check_levels(path, dims, downs)
+        self.level_dimensions, self.level_downsamples = dims, downs
+        self.kind = f"openslide/{props.get('openslide.vendor', 'unknown')}"
+        w, h = dims[0]
+        tw, th = min(w, _PROBE_TILE), min(h, _PROBE_TILE)
+        probes = [((0, 0), len(dims) - 1, (1, 1)), (((w - tw) // 2, (h - th) // 2), 0, (tw, th))]
+        for location, level, size in probes:
+            try:
+                osr.read_region(location, level, size)
+            except self._error_type as exc:
+                raise ReaderError(
+                    path,
+                    f"OpenSlide opened the file but cannot decode its pixels at level {level}, "
+                    f"{location} ({exc}); the file looks corrupt",
+                ) from exc
 
     @property
     def metadata_mpp(self) -> float | None:
@@ -164,11 +227,13 @@ class PillowBackend:
                     "not a whole-slide format OpenSlide reads (SVS, tiled TIFF, NDPI, MRXS, SCN, DICOM, ...) "
                     f"nor a plain image Pillow reads (JPEG, PNG, TIFF): {exc}",
                 ) from exc
-        if width * height > MAX_PLAIN_PIXELS:
+        limit = min(MAX_PLAIN_PIXELS, _read_limit())
+        if width * height > limit:  # header values: refuse before decoding (it allocates w*h*3)
             raise UnsupportedFormatError(
                 path,
-                f"plain {self.format} image of {width}x{height} px is too large to decode whole; convert it "
-                "to a pyramidal tiled TIFF (e.g. vips tiffsave --tile --pyramid) so it can be read lazily",
+                f"plain {self.format} image of {width}x{height} = {width * height} px is too large to decode "
+                f"whole (the read limit is {limit} px, set by BIOMODAL_MAX_READ_PIXELS); convert it to a "
+                "pyramidal tiled TIFF (e.g. vips tiffsave --tile --pyramid) so it can be read lazily",
             )
         self.path = path
         self.level_dimensions = ((int(width), int(height)),)
@@ -232,6 +297,12 @@ def open_backend(path: str | os.PathLike) -> OpenSlideBackend | PillowBackend:
     p = Path(path)
     if not p.exists():
         raise ReaderError(p, "file not found; expected a whole-slide image or a plain image file")
+    if p.is_file():
+        truncated = tiff_truncation(p)
+        if truncated:
+            raise ReaderError(
+                p, f"the file looks truncated (or its header is damaged): {truncated}; copy it again"
+            )
     if p.is_dir():  # DICOM-WSI series folder: OpenSlide opens it through any of its instances
         dcm = sorted(p.glob("*.dcm"))
         if not dcm:

@@ -214,12 +214,14 @@ def build_anndata(
     source: str | os.PathLike,
     image_wh: tuple[int, int] | None,
     is_integer: bool,
+    coords_source: str | os.PathLike | None = None,
 ) -> ad.AnnData:
     """Assemble an AnnData in the biomodal spatial convention (see docs/spatial.md).
 
     Drops spots whose centre lies outside the image (warning with the count;
     :class:`DataError` when more than half are outside) and raises
-    :class:`DataError` on an empty section.
+    :class:`DataError` on an empty section. ``coords_source``: the file the spot
+    coordinates came from, named in those messages (default ``source``).
     """
     import anndata as ad
     import scipy.sparse as sp
@@ -233,7 +235,7 @@ def build_anndata(
         n_out = int((~inside).sum())
         if n_out:
             msg = (
-                f"{source}: {n_out} of {len(coords)} spot centres lie outside the image "
+                f"{coords_source or source}: {n_out} of {len(coords)} spot centres lie outside the image "
                 f"{uns_spatial.get('slide_path')} ({w}x{h} px)"
             )
             if n_out > MAX_OUTSIDE_FRACTION * len(coords):

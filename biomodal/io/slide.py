@@ -20,8 +20,22 @@ import numpy as np
 
 from biomodal.errors import ConfigError, MissingMetadataError
 from biomodal.io._slide_backends import open_backend
+from biomodal.io._slide_checks import DEFAULT_MAX_READ_PIXELS, ENV_MAX_READ_PIXELS
+from biomodal.io._slide_checks import max_read_pixels as _limit
 
-__all__ = ["Slide", "read_slide"]
+__all__ = ["DEFAULT_MAX_READ_PIXELS", "MAX_READ_PIXELS", "Slide", "max_read_pixels", "read_slide"]
+
+#: Largest read, in pixels, of :meth:`Slide.read_region` / :meth:`Slide.thumbnail` (both the
+#: output and the pyramid-level region read to make it) and of a plain image decoded whole.
+#: ``None`` (the default): ``$BIOMODAL_MAX_READ_PIXELS``, else :data:`DEFAULT_MAX_READ_PIXELS`
+#: (2**28 px, 768 MiB as RGB). Set it to a positive integer to change the limit in-process.
+MAX_READ_PIXELS: int | None = None
+
+
+def max_read_pixels() -> int:
+    """Return the read limit in pixels in force now (see :data:`MAX_READ_PIXELS`)."""
+    return _limit(MAX_READ_PIXELS)
+
 
 #: Reads larger than this many level pixels are split into blocks to bound memory.
 _CHUNK_PIXELS = 2**24
@@ -218,7 +232,15 @@ class Slide:
         Returns
         -------
         numpy.ndarray
-            ``(height, width, 3)`` ``uint8`` RGB; areas outside the slide are white.
+            ``(height, width, 3)`` ``uint8`` RGB. A region that overlaps the slide only in part
+            is padded with white outside it (documented padding, e.g. tiles at the tissue edge).
+
+        Raises
+        ------
+        ConfigError
+            The region lies entirely outside the slide, or the read is larger than
+            :func:`max_read_pixels` (output or pyramid-level pixels); the message names the
+            file, the size and the limit.
         """
         x, y = (round(float(v)) for v in location)
         w, h = (int(v) for v in size)
@@ -230,10 +252,49 @@ class Slide:
             )
         mpp = _check_mpp(mpp)
         if mpp is None:
-            d = self.level_downsamples[level or 0]
-            return self._read((x, y), (w * d, h * d), (w, h), level or 0)
-        scale = mpp / self.mpp  # level-0 pixels per output pixel
-        return self._read((x, y), (w * scale, h * scale), (w, h), level)
+            level = level or 0
+            d = self.level_downsamples[level]
+            footprint = (w * d, h * d)
+        else:
+            scale = mpp / self.mpp  # level-0 pixels per output pixel
+            footprint = (w * scale, h * scale)
+        self._check_inside((x, y), footprint)
+        level = self._check_size(footprint, (w, h), level)
+        return self._read((x, y), footprint, (w, h), level)
+
+    def _check_inside(self, location: tuple[int, int], footprint: tuple[float, float]) -> None:
+        """Refuse a region with no pixel on the slide (it would be a silent all-white tile)."""
+        width, height = self.dimensions
+        x, y = location
+        if x >= width or y >= height or x + footprint[0] <= 0 or y + footprint[1] <= 0:
+            raise ConfigError(
+                f"{self.path}: region at (x={x}, y={y}) of {footprint[0]:.6g}x{footprint[1]:.6g} level-0 "
+                f"px lies entirely outside the slide ({width}x{height} px); expected a region that "
+                "overlaps it (parts outside the slide are padded with white)"
+            )
+
+    def _check_size(self, footprint: tuple[float, float], out: tuple[int, int], level: int | None) -> int:
+        """Pick the level and refuse reads over the limit, before anything is allocated."""
+        limit = max_read_pixels()
+        n_out = out[0] * out[1]
+        if n_out > limit:
+            raise ConfigError(
+                f"{self.path}: a read of {out[0]}x{out[1]} = {n_out:,} px ({n_out * 3 / 2**30:.3g} GiB as "
+                f"RGB) exceeds the read limit of {limit:,} px; read smaller regions (e.g. tile by tile "
+                f"with biomodal.data.TileDataset) or raise the limit with ${ENV_MAX_READ_PIXELS} or "
+                "biomodal.io.slide.MAX_READ_PIXELS"
+            )
+        if level is None:
+            level = self.best_level(min(footprint[0] / out[0], footprint[1] / out[1]))
+        d = self.level_downsamples[level]
+        rw, rh = max(1, round(footprint[0] / d)), max(1, round(footprint[1] / d))
+        if rw * rh > limit:
+            raise ConfigError(
+                f"{self.path}: the read needs {rw}x{rh} = {rw * rh:,} px of pyramid level {level}, more "
+                f"than the read limit of {limit:,} px; read a smaller region or at a coarser mpp, or "
+                f"raise the limit with ${ENV_MAX_READ_PIXELS} or biomodal.io.slide.MAX_READ_PIXELS"
+            )
+        return level
 
     def thumbnail(self, max_size: int | Sequence[int] = 1024) -> np.ndarray:
         """Whole-slide RGB image fitting in ``max_size`` (keeps the aspect ratio, never upsamples)."""
@@ -241,7 +302,8 @@ class Slide:
         width, height = self.dimensions
         factor = min(1.0, mw / width, mh / height)
         out = (max(1, round(width * factor)), max(1, round(height * factor)))
-        return self._read((0, 0), (float(width), float(height)), out, None)
+        level = self._check_size((float(width), float(height)), out, None)
+        return self._read((0, 0), (float(width), float(height)), out, level)
 
     def _read(
         self,

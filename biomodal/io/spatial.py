@@ -100,6 +100,12 @@ def read_h5ad(
         raise ReaderError(p, f"cannot read h5ad: {exc}") from exc
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise DataError(f"{p}: empty AnnData ({adata.n_obs} x {adata.n_vars})")
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()].unique()
+        raise DataError(
+            f"{p}: {len(dup)} spot ids appear more than once in obs_names (e.g. {list(dup[:3])}); "
+            "expected one row per spot (call adata.obs_names_make_unique() if they are distinct spots)"
+        )
     if "spatial" not in adata.obsm:
         raise MissingMetadataError(f"{p}: no obsm['spatial'] (expected (n, 2) x, y pixel coordinates)")
     coords = np.asarray(adata.obsm["spatial"], dtype=np.float64)
@@ -126,7 +132,8 @@ def read_h5ad(
         )
     else:
         raise MissingMetadataError(
-            f"{p}: no uns['spatial']['slide_path']; pass slide= (the image obsm['spatial'] refers to)"
+            f"{p}: no uns['spatial']['slide_path']; give the image obsm['spatial'] refers to: "
+            "read_h5ad(path, slide=...), `slide:` in a recipe section, or `biomodal embed --slide IMAGE`"
         )
     info["slide_path"] = str(slide_path)
 

@@ -18,7 +18,30 @@ import pandas as pd
 from biomodal.errors import ConfigError
 from biomodal.pp.tissue import TissueMask, detect_tissue
 
-__all__ = ["tile"]
+__all__ = ["DEFAULT_MAX_TILES", "MAX_TILES", "max_tiles", "tile"]
+
+#: Default limit on the grid cells of one :func:`tile` call (2**24, about 16.8 million tiles).
+DEFAULT_MAX_TILES = 2**24
+#: Limit on the grid cells :func:`tile` lays out (checked before the grid is allocated).
+#: ``None``: ``$BIOMODAL_MAX_TILES``, else :data:`DEFAULT_MAX_TILES`.
+MAX_TILES: int | None = None
+_ENV_MAX_TILES = "BIOMODAL_MAX_TILES"
+
+
+def max_tiles() -> int:
+    """Return the grid-size limit in force now (see :data:`MAX_TILES`)."""
+    import os
+
+    where, value = "biomodal.pp.tiling.MAX_TILES", MAX_TILES
+    if value is None:
+        where, value = _ENV_MAX_TILES, os.environ.get(_ENV_MAX_TILES) or DEFAULT_MAX_TILES
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise ConfigError(f"{where}={value!r} is invalid; expected a positive integer number of tiles")
+    return n
 
 
 def _positive(value: Any, key: str) -> float:
@@ -31,12 +54,16 @@ def _positive(value: Any, key: str) -> float:
     return v
 
 
+def _count(extent: int, size0: float, stride0: float) -> int:
+    """Count the tiles of ``size0`` every ``stride0`` that fit inside ``extent``."""
+    if size0 > extent + 1e-9:
+        return 0
+    return math.floor((extent - size0) / stride0 + 1e-9) + 1
+
+
 def _starts(extent: int, size0: float, stride0: float) -> np.ndarray:
     """Level-0 starts of tiles of ``size0`` every ``stride0`` that fit inside ``extent``."""
-    if size0 > extent + 1e-9:
-        return np.zeros(0, dtype=np.int64)
-    n = math.floor((extent - size0) / stride0 + 1e-9) + 1
-    return np.round(np.arange(n) * stride0).astype(np.int64)
+    return np.round(np.arange(_count(extent, size0, stride0)) * stride0).astype(np.int64)
 
 
 def tile(
@@ -81,6 +108,12 @@ def tile(
     pandas.DataFrame
         One row per tile: ``x``, ``y`` (level-0 top-left), ``w0``, ``h0`` (level-0 size) and
         ``tissue_fraction``; ``df.attrs`` records the tile size, stride and slide path.
+
+    Raises
+    ------
+    ConfigError
+        Invalid sizes, or a grid of more than :func:`max_tiles` tiles (checked before the
+        grid is allocated; the message names the slide, the grid and the limit).
     """
     if (tile_size_um is None) == (tile_px is None):
         raise ConfigError("tile() needs exactly one of tile_size_um=<microns> or tile_px=<pixels> (+ mpp)")
@@ -111,6 +144,14 @@ def tile(
         step0 = _positive(stride_px, "stride_px") if stride_px is not None else size0
         size_um = step_um = None
 
+    nx, ny, limit = _count(width, size0, step0), _count(height, size0, step0), max_tiles()
+    if nx * ny > limit:  # refuse before the grid (5 columns per tile) is allocated
+        raise ConfigError(
+            f"{getattr(slide, 'path', 'slide')}: a grid of {nx}x{ny} = {nx * ny:,} tiles (level-0 tile "
+            f"{size0:.4g} px, step {step0:.4g} px on {width}x{height} px) exceeds the limit of {limit:,} "
+            f"tiles; use larger tiles or strides, or raise the limit with ${_ENV_MAX_TILES} or "
+            "biomodal.pp.tiling.MAX_TILES"
+        )
     xs, ys = _starts(width, size0, step0), _starts(height, size0, step0)
     gx, gy = np.meshgrid(xs, ys)  # row-major: y outer, x inner
     gx, gy = gx.ravel(), gy.ravel()

@@ -81,7 +81,10 @@ def load(checkpoint: str | os.PathLike) -> Any:
     try:
         recipe = load_recipe(extra["recipe"])
     except ConfigError as exc:
-        raise CheckpointError(f"{ckpt['_path']}: the recorded recipe is not valid: {exc}") from None
+        detail = str(exc).removeprefix("invalid recipe <dict>:").strip()
+        raise CheckpointError(
+            f"{ckpt['_path']}: the recipe recorded in this checkpoint is not valid (was it edited?): {detail}"
+        ) from None
     family = get_family(recipe.data.family)
     preprocessors = family.load_preprocessors(extra["preprocessors"])
     missing = [m for m in extra["preprocessors"] if m not in preprocessors]
@@ -135,20 +138,39 @@ def evaluate_checkpoint(
     return metrics
 
 
-def embed_h5ad(checkpoint: str | os.PathLike, data: str | os.PathLike, output: str | os.PathLike) -> Any:
+def embed_h5ad(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    slide: str | os.PathLike | None = None,
+    mpp: float | None = None,
+) -> Any:
     """Embed every item of a new file with a checkpoint; write ``obsm['X_biomodal_<m>']``.
 
     The family of the checkpoint's recipe reads the file (the spatial family takes an
     ``.h5ad`` section following the spatial convention, covering the checkpoint's gene panel;
-    a mismatched panel is refused with the missing genes listed). The output is written
-    atomically (temporary file, then rename): an existing file is never left half-written.
+    a mismatched panel is refused with the missing genes listed). ``slide`` and ``mpp`` give
+    the image an ``.h5ad`` without ``uns['spatial']['slide_path']`` refers to (``biomodal
+    embed --slide --mpp``). The output is written atomically (temporary file, then rename):
+    an existing file is never left half-written.
     """
+    import tempfile
+
     import numpy as np
 
     from biomodal.eval import embed
 
     model = load(checkpoint)
-    ds, adata = model.family.embed_file(model, Path(data))
+    with tempfile.TemporaryDirectory(prefix="biomodal-embed-") as tmp:
+        source = Path(data)
+        if slide is not None or mpp is not None:  # record the slide in a copy the family reads
+            from biomodal.io import read_h5ad
+
+            completed = read_h5ad(source, slide=slide, mpp=mpp)
+            source = Path(tmp) / source.name
+            completed.write_h5ad(source)
+        ds, adata = model.family.embed_file(model, source)
     emb = embed(model, ds, progress=False)
     out = adata.copy()
     for name in model.modalities:

@@ -26,9 +26,10 @@ from pydantic import (
     model_validator,
 )
 
-from biomodal._suggest import closest, did_you_mean
+from biomodal._suggest import did_you_mean
 from biomodal.errors import ConfigError
 from biomodal.modalities import MODALITIES
+from biomodal.recipes._schema_errors import format_validation_error
 from biomodal.recipes.families import DEFAULT_FAMILY, FamilyConfig, get_family
 
 __all__ = ["SHIPPED_DIR", "Recipe", "apply_overrides", "load_recipe"]
@@ -197,6 +198,8 @@ class Recipe(_Strict):
         data = raw.get("data")
         if isinstance(data, FamilyConfig):
             family, data_raw = data.family, data.model_dump(mode="json")
+        elif data is not None and not isinstance(data, dict):
+            return raw  # field validation names `data` and the expected mapping
         else:
             data_raw = dict(data or {})
             family = data_raw.setdefault("family", DEFAULT_FAMILY)
@@ -210,9 +213,15 @@ class Recipe(_Strict):
         ev = raw.get("eval")
         if isinstance(ev, EvalConfig) and ev.protocols:
             return raw  # already resolved (e.g. re-validation on assignment)
+        if ev is not None and not isinstance(ev, (dict, EvalConfig)):
+            return raw  # field validation names `eval` and the expected mapping
         ev = dict(ev.model_dump(mode="json") if isinstance(ev, EvalConfig) else (ev or {}))
         if not ev.get("protocols"):
-            ev["protocols"] = plugin.default_protocols(ev, data_raw)
+            try:
+                ev["protocols"] = plugin.default_protocols(ev, data_raw)
+            except (TypeError, AttributeError) as exc:  # a shorthand key of the wrong type
+                keys = ", ".join(f"eval.{k}" for k in ev if k not in EvalConfig.model_fields) or "eval"
+                raise ValueError(f"{keys}: a value has the wrong type ({exc})") from None
         raw["eval"] = ev
         return raw
 
@@ -270,70 +279,6 @@ class Recipe(_Strict):
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-serialisable dict of the resolved recipe."""
         return self.model_dump(mode="json")
-
-
-def _model_for_path(loc: tuple[Any, ...], raw: Any) -> type[BaseModel] | None:
-    """Walk the schema (and the raw input beside it) to find the model owning the last key.
-
-    ``data`` resolves to the family's config class and ``eval.protocols[i]`` to the protocol's
-    config class, read from the raw recipe, so unknown keys there get their own allowed list.
-    """
-    from biomodal.eval.protocols import get_protocol
-
-    model: Any = Recipe
-    node: Any = raw
-    for part in loc[:-1]:
-        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
-        if isinstance(part, int):
-            continue
-        if model is None or not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return None
-        if model is ProtocolSpec and part == "params":
-            return None
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        ann = field.annotation
-        args = [x for a in getattr(ann, "__args__", ()) for x in (a, *getattr(a, "__args__", ()))]
-        sub = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
-        model = sub[0] if sub else None
-        if model is FamilyConfig:
-            fam = node.get("family", DEFAULT_FAMILY) if isinstance(node, dict) else DEFAULT_FAMILY
-            try:
-                model = get_family(str(fam)).config
-            except ConfigError:
-                return None
-    if model is ProtocolSpec:  # an unknown key of a protocol's params
-        name = node.get("name") if isinstance(node, dict) else None
-        try:
-            return get_protocol(str(name)).config
-        except ConfigError:
-            return None
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _has(node: Any, part: Any) -> bool:
-    if isinstance(node, dict):
-        return part in node
-    return isinstance(part, int) and 0 <= part < len(node)
-
-
-def _format_validation_error(exc: ValidationError, source: str, raw: Any = None) -> str:
-    lines = [f"invalid recipe {source}:"]
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        loc = tuple(p for p in loc if p not in ("LossConfig", "list[LossConfig]"))
-        key = ".".join(str(p) for p in loc) or "<root>"
-        if err["type"] == "extra_forbidden":
-            owner = _model_for_path(loc, raw)
-            allowed = sorted(owner.model_fields) if owner else []
-            close = closest(str(loc[-1]), allowed)
-            hint = f" Did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
-            lines.append(f"  - unknown key {key!r}; allowed here: {', '.join(allowed)}.{hint}")
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"  - {key}: {msg} (got {err.get('input')!r})")
-    return "\n".join(lines)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -434,7 +379,7 @@ def load_recipe(
     try:
         parsed = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source, raw)) from None
+        raise ConfigError(format_validation_error(exc, source, raw)) from None
     _resolve_paths(parsed, base_dir)
     return parsed
 

@@ -11,6 +11,7 @@ A checkpoint is a dict of tensors and primitive containers only, so it loads wit
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -110,8 +111,19 @@ def check_safe(obj: Any, where: str = "extra") -> None:
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``payload`` atomically: temporary file in the same folder, fsync, ``os.replace``."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(dict(payload), tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(dict(payload), tmp)
+    except OSError as exc:  # disk full, file-size limit, unwritable folder: keep the errno
+        raise OSError(exc.errno, f"cannot write checkpoint ({exc.strerror or exc})", str(path)) from exc
+    except RuntimeError as exc:  # torch's zip writer reports a failed write as a RuntimeError
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OSError(
+            errno.EIO,
+            "cannot write checkpoint: the write failed (disk full, file-size limit or unwritable "
+            f"folder?; torch: {detail[:120]})",
+            str(path),
+        ) from exc
     return path
 
 
@@ -126,10 +138,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    _check_container(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with code objects...
-        raise CheckpointError(f"checkpoint {path} could not be loaded safely: {exc}") from exc
+    except Exception as exc:  # corrupt members, pickles with code objects...
+        raise CheckpointError(f"{path}: {_load_failure(exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a {FORMAT!r} file (format={fmt!r})")
@@ -138,6 +151,52 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
             f"{path} has checkpoint version {ckpt.get('version')!r}; this biomodal reads {VERSION}"
         )
     return ckpt
+
+
+_EXPECTED = "expected model.pt or checkpoints/*.pt written by biomodal"
+
+
+def _check_container(path: Path) -> None:
+    """Refuse files that are not a complete ``torch.save`` zip archive, saying which case it is."""
+    import zipfile
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(4)
+    if size == 0:
+        raise CheckpointError(f"{path}: the checkpoint is empty (0 bytes); {_EXPECTED}")
+    if head != b"PK\x03\x04":
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (no torch.save archive signature at the start); {_EXPECTED}"
+        )
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()  # CRC of every member: flipped bytes in the weights are found here
+        if bad is not None:
+            problem = f"member {bad!r} fails its checksum"
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        problem = f"its archive index cannot be read: {exc}"
+    if problem:
+        raise CheckpointError(
+            f"{path}: the checkpoint looks truncated or corrupt ({size} bytes; {problem}); the write was "
+            "interrupted or the copy is damaged; use another checkpoint of the run (checkpoints/step_*.pt, "
+            "best.pt)"
+        )
+
+
+def _load_failure(exc: Exception) -> str:
+    """Describe a failed safe load without repeating torch's advice to turn the safe loader off."""
+    text = str(exc)
+    m = re.search(r"WeightsUnpickler error: ([^;\n]*)", text)
+    if m or "weights_only" in text:
+        detail = m.group(1).strip() if m else type(exc).__name__
+        return (
+            "the checkpoint cannot be loaded safely: it holds data other than tensors, numbers, strings, "
+            f"lists and dicts ({detail}); it is corrupt or was not written by biomodal; {_EXPECTED}"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"the checkpoint is corrupt and cannot be loaded ({first}); {_EXPECTED}"
 
 
 def find_latest(ckpt_dir: str | os.PathLike) -> Path | None:

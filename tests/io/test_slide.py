@@ -100,8 +100,9 @@ def test_upsampling_and_outside_padding(pyramid):
     out = slide.read_region((1000, 700), (50, 100))
     assert (out[68:, :] == 255).all() and (out[:, 24:] == 255).all()
     np.testing.assert_array_equal(out[:68, :24], slide.read_region((1000, 700), (24, 68)))
-    # entirely outside, including negative coordinates
-    assert (slide.read_region((-500, -500), (40, 30), mpp=2.0) == 255).all()
+    # entirely outside, including negative coordinates: an error naming the file, not a white tile
+    with pytest.raises(ConfigError, match=r"slide\.tiff.*entirely outside the slide \(1024x768"):
+        slide.read_region((-500, -500), (40, 30), mpp=2.0)
 
 
 def test_chunked_large_read_matches_single_read(pyramid, monkeypatch):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from biomodal.errors import ConfigError, DataError
+from biomodal.recipes.families._spatial_checks import check_section
 
 log = logging.getLogger("biomodal")
 
@@ -157,8 +158,11 @@ def attach_labels(adata: Any, sec: Any) -> list[str]:
     return cols
 
 
-def demo_dataset(root: Path, demo: Any) -> Any:
-    """Reuse generated demo data in ``root`` when its parameters match, else generate it."""
+def demo_dataset(root: Path, demo: Any, *, generate: bool = True) -> Any:
+    """Reuse generated demo data in ``root`` when its parameters match, else generate it.
+
+    With ``generate=False`` (a trained checkpoint's data) missing or different data are an error.
+    """
     from biomodal.datasets import make_demo_spatial
     from biomodal.datasets._demo_io import DemoDataset
 
@@ -179,21 +183,34 @@ def demo_dataset(root: Path, demo: Any) -> Any:
             if all(Path(s["h5ad_path"]).is_file() and Path(s["slide_path"]).is_file() for s in ds.sections):
                 log.info("reusing demo data in %s", root)
                 return ds
+    if not generate:
+        from biomodal.errors import CheckpointError
+
+        raise CheckpointError(
+            f"{root}: the checkpoint's recipe reads demo data from here (data.demo.root), but it holds no "
+            "dataset with the recorded parameters; a checkpoint is never evaluated on regenerated data: "
+            "point data.demo.root at the data the model was trained on"
+        )
     return make_demo_spatial(root, **wanted)
 
 
-def read_sections(data: Any, run_dir: Path) -> dict[str, list[Any]]:
-    """Read every section of a spatial data config, grouped by split, each with ``obs['split']``."""
+def read_sections(data: Any, run_dir: Path, *, generate: bool = True) -> dict[str, list[Any]]:
+    """Read every section of a spatial data config, grouped by split, each with ``obs['split']``.
+
+    ``generate=False``: demo data must already exist (see :func:`demo_dataset`).
+    """
     out: dict[str, list[Any]] = {s: [] for s in SPLITS}
     if data.source == "demo":
         demo = data.demo
-        ds = demo_dataset(Path(demo.root) if demo.root else run_dir / "data", demo)
+        ds = demo_dataset(Path(demo.root) if demo.root else run_dir / "data", demo, generate=generate)
         for sec in ds.sections:
             out[sec["split"]].append(ds.read(sec["sample"]))
     else:
         labelled: set[str] = set()
         for sec in data.sections:
             adata = read_section(sec, data)
+            # counts and slide checked now (file named), not after minutes of training
+            check_section(adata, sec.counts or sec.path, data.tile_um, data.mpp)
             labelled.update(attach_labels(adata, sec))
             out[sec.split].append(adata)
         for a in (a for adatas in out.values() for a in adatas):  # no NaN labels in other sections

@@ -108,6 +108,17 @@ class SpatialData(FamilyConfig):
     allow_val_scoring: bool = False
 
     @model_validator(mode="after")
+    def _tile_pixels(self) -> SpatialData:
+        ratio = self.tile_um / self.mpp
+        px = round(ratio) if ratio < 1e9 else ratio  # inf/nan stay as they are (refused below)
+        if not 8 <= px <= 4096:  # checked at load, not when the first tile is read
+            raise ValueError(
+                f"data.tile_um={self.tile_um:g} at data.mpp={self.mpp:g} makes {px} px tiles; allowed: "
+                "tile_um / mpp from 8 to 4096 px (e.g. tile_um: 112, mpp: 1.0)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _sections_needed(self) -> SpatialData:
         if self.source != "demo":
             if not self.sections:
@@ -221,7 +232,7 @@ class SpatialFamily(Family):
         from biomodal.recipes.families._spatial_io import read_sections
 
         data: SpatialData = recipe.data
-        sections = read_sections(data, run_dir)
+        sections = read_sections(data, run_dir, generate=preprocessors is None)  # checkpoints: no new data
         _check_eval_split(recipe, data, {s for s, v in sections.items() if v})
         pipeline = (preprocessors or {}).get("expression")
         if pipeline is None:
