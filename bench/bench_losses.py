@@ -8,7 +8,7 @@ Each measurement runs in a fresh subprocess so that its peak memory is its own:
   is the extra memory the forward + backward pass needed at its peak (malloc may keep freed pages,
   so the figure is an upper bound); tracemalloc does not see torch's allocations.
 
-Usage: ``python bench/bench_losses.py [--quick] [--device cpu|cuda] [--skip-large]``.
+Usage: ``python bench/bench_losses.py [--quick] [--device cpu|cuda] [--skip-large | --only-large]``.
 """
 
 from __future__ import annotations
@@ -105,6 +105,7 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--skip-large", action="store_true", help="skip the B=65,536 chunked runs")
     p.add_argument("--large-b", type=int, default=65536, help="batch size of the chunked memory runs")
+    p.add_argument("--only-large", action="store_true", help="only the chunked memory runs (run once)")
     p.add_argument("--_child", nargs=7, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a._child:
@@ -117,7 +118,7 @@ def main() -> None:
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = [(256, 64)] if a.quick else [(1024, 512), (4096, 512)]
     reps = 2 if a.quick else 5
-    for loss in ("clip", "siglip"):
+    for loss in ("clip", "siglip") if not a.only_large else ():
         for b, d in sizes:
             ours = run("biomodal", loss, b, d, None, device, reps)
             ref = run("open_clip", loss, b, d, None, device, reps)

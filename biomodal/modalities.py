@@ -31,6 +31,10 @@ MODALITIES: tuple[str, ...] = (
     "mrna",
     "methylation",
     "mirna",
+    # generated data (the synthetic family): Symile's XOR triple v_a, v_b, v_c = v_a XOR v_b
+    "v_a",
+    "v_b",
+    "v_c",
 )
 
 MASK_SUFFIX = "_mask"

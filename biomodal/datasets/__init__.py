@@ -6,6 +6,9 @@ _MAP = {
     "DemoDataset": "_demo_io",
     "make_demo_spatial": "synthetic",
     "write_pyramid_tiff": "_demo_io",
+    "prepare_ptbxl": "ptbxl",
+    "prepare_mimic_iv_ecg": "mimic_iv_ecg",
+    "read_mimic_iv_ecg_index": "mimic_iv_ecg",
 }
 __all__ = sorted(_MAP)
 __getattr__, __dir__ = lazy_exports(__name__, _MAP)

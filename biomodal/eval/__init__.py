@@ -11,6 +11,10 @@ _MAP = {
     "expression_prediction": "expression",
     "knn_expression": "expression",
     "linear_probe": "probe",
+    "k_candidate_accuracy": "k_candidate",
+    "macro_auroc": "multilabel",
+    "multilabel_probe": "multilabel",
+    "zero_shot_evaluate": "zero_shot",
     "survival_analysis": "survival",
     "survival_evaluation": "survival",
 }

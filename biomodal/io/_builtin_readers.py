@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from biomodal.errors import ConfigError
+from biomodal.io import _clinical_readers  # noqa: F401  (registers wfdb, ecg_dicom, ecg_npz, openi_xml, ...)
 from biomodal.io.registry import _check_options, register_reader
 
 _TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
@@ -169,3 +170,36 @@ def read_legacy_st_entry(
         )
     _check_options(read_legacy_st, "legacy_st", {"spots": spots, "image": image, **kwargs})
     return read_legacy_st(path, spots, image, **kwargs)
+
+
+def _is_nifti(path: Path) -> bool:
+    """Accept a NIfTI-1/2 or Analyze header (sizeof_hdr 348 or 540, either byte order); any .img."""
+    name = path.name.lower()
+    if name.endswith(".img"):
+        return True  # the data half of a pair: read_fmri checks its .hdr
+    if name.endswith(".gz"):
+        import gzip
+
+        with gzip.open(path, "rb") as fh:
+            head = fh.read(4)
+    else:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    return (
+        len(head) == 4 and {int.from_bytes(head, "little"), int.from_bytes(head, "big")} & {348, 540} != set()
+    )
+
+
+@register_reader(
+    "fmri",
+    suffixes=(".nii", ".nii.gz", ".hdr", ".img"),
+    kind="fmri",
+    claims=_is_nifti,
+    description="fMRI NIfTI / Analyze pair -> (time, voxels) within a mask, reoriented to RAS (nibabel)",
+)
+def read_fmri_entry(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """Read a 4-D series or 3-D map with :func:`biomodal.io.read_fmri` (options: ``mask``, ``labels``...)."""
+    from biomodal.io._fmri import read_fmri
+
+    _check_options(read_fmri, "fmri", kwargs)
+    return read_fmri(path, **kwargs)

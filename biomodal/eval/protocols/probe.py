@@ -63,8 +63,11 @@ def _markdown(section: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     nan = float("nan")
     for lab, res in section.items():
+        rows = {m: r for m, r in res.items() if isinstance(r, Mapping) and "balanced_accuracy" in r}
+        if not rows:  # another protocol's entry in the shared section (multilabel_probe)
+            continue
         lines += ["", f"| linear probe: {lab} | balanced acc | chance |", "|---|---|---|"]
-        for mod, r in res.items():
+        for mod, r in rows.items():
             lines.append(
                 f"| {mod} | {r.get('balanced_accuracy', nan):.3f} | {r.get('chance_uniform', nan):.3f} |"
             )

@@ -1,7 +1,9 @@
 """Modality-family plugins behind a registry: ``family:`` in a recipe's ``data`` picks one.
 
-Built in: ``spatial`` (whole-slide histology + spatial transcriptomics) and ``omics``
-(per-subject omics tables: mRNA, methylation, miRNA). Adding a family is
+Built in: ``spatial`` (whole-slide histology + spatial transcriptomics), ``omics``
+(per-subject omics tables: mRNA, methylation, miRNA), ``synthetic`` (generated data with
+known structure: Symile's XOR triple) and ``fmri`` (brain maps or time series with
+per-subject adapters aligned to frozen stimulus embeddings). Adding a family is
 one module here defining a :class:`~biomodal.recipes.families.base.Family` subclass decorated
 with :func:`register_family`, plus its name in ``_BUILTIN``. Importing this package is light
 (pydantic only); each family imports its readers and datasets inside its methods.
@@ -58,5 +60,5 @@ def _builtin(loader: Callable[[str], object] = importlib.import_module) -> None:
         loader(f"biomodal.recipes.families.{mod}")
 
 
-_BUILTIN = ("spatial", "omics")
+_BUILTIN = ("spatial", "omics", "synthetic", "fmri")
 _builtin()
