@@ -158,3 +158,26 @@ def test_recipe_reaches_loss_stages_and_momentum_distillation(tmp_path):
     assert model.teacher is not None
     with pytest.raises(ConfigError, match="until_step"):
         load_recipe({**recipe, "loss": [{"name": "clip"}, {"name": "siglip"}]})
+
+
+def test_context_carries_the_loss_name_and_an_encoder_of_raw_inputs(toy_run):
+    import numpy as np
+    import torch
+
+    from biomodal.recipes._evaluate import eval_covariates, make_context
+
+    out, _ = toy_run
+    model = load(out / "model.pt")
+    prepared = model.family.prepare(model.recipe, out, preprocessors=model.preprocessors)
+    ctx = make_context(model.recipe, model, prepared, "test")
+    assert ctx.loss == model.recipe.loss.name
+    raw = next(iter(torch.utils.data.DataLoader(prepared.eval_datasets["test"], batch_size=7)))["ecg"]
+    model.train()
+    z = ctx.encode("ecg", raw)  # eval mode for the pass, the caller's mode afterwards
+    assert model.training
+    np.testing.assert_allclose(z, ctx.emb("test", "ecg")[:7], rtol=1e-4, atol=1e-5)
+    # encoder features before the head are baselines, distinct from the normalised head output
+    enc = ctx.feature("trained_encoder", "test", "ecg")
+    assert enc.shape[0] == ctx.emb("test", "ecg").shape[0]
+    assert not np.allclose(np.linalg.norm(enc, axis=1), 1.0)
+    assert eval_covariates(model) == ()  # batch codes are never passed at evaluation
