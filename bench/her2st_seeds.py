@@ -166,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "her2st_seeds")
     ap.add_argument("--data-root", type=Path, default=(RECIPE.parent / "../../../shared/data/spatial/her2st"))
     ap.add_argument("--steps", type=int, default=None, help="override trainer.max_steps (smoke runs)")
+    ap.add_argument(
+        "--existing-only",
+        action="store_true",
+        help="tabulate finished runs only (a variant may have fewer seeds; n is in each cell)",
+    )
     ap.add_argument("--write-docs", action="store_true", help=f"replace the generated block of {DOC.name}")
     ap.add_argument("--block", default="her2st_seeds", help="name of the docs block (<!-- NAME:begin -->)")
     args = ap.parse_args(argv)
@@ -174,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     for fold in args.folds:
         for variant in args.variants:
             for seed in args.seeds:
+                if (
+                    args.existing_only
+                    and not (args.out / fold / variant / f"seed{seed}" / "metrics.json").is_file()
+                ):
+                    continue
                 results.setdefault((fold, variant), []).append(
                     run_one(args.out, fold, variant, seed, root, args.steps)
                 )
