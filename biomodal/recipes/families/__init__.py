@@ -2,8 +2,9 @@
 
 Built in: ``spatial`` (whole-slide histology + spatial transcriptomics), ``omics``
 (per-subject omics tables: mRNA, methylation, miRNA), ``synthetic`` (generated data with
-known structure: Symile's XOR triple) and ``fmri`` (brain maps or time series with
-per-subject adapters aligned to frozen stimulus embeddings). Adding a family is
+known structure: Symile's XOR triple), ``fmri`` (brain maps or time series with
+per-subject adapters aligned to frozen stimulus embeddings) and ``clinical`` (PTB-XL ECGs,
+reports and labs split by ``strat_fold``). Adding a family is
 one module here defining a :class:`~biomodal.recipes.families.base.Family` subclass decorated
 with :func:`register_family`, plus its name in ``_BUILTIN``. Importing this package is light
 (pydantic only); each family imports its readers and datasets inside its methods.
@@ -60,5 +61,5 @@ def _builtin(loader: Callable[[str], object] = importlib.import_module) -> None:
         loader(f"biomodal.recipes.families.{mod}")
 
 
-_BUILTIN = ("spatial", "omics", "synthetic", "fmri")
+_BUILTIN = ("spatial", "omics", "synthetic", "fmri", "clinical")
 _builtin()
