@@ -118,6 +118,9 @@ def _encoder_of(model: Any) -> Callable[[str, Any], Any] | None:
         import torch
 
         was = model.training
+        device = next((p.device for p in model.parameters()), None)
+        if device is not None and isinstance(inputs, torch.Tensor):
+            inputs = inputs.to(device)  # text (a list of str) is tokenised by the encoder itself
         model.eval()
         try:
             with torch.inference_mode():
