@@ -142,16 +142,16 @@ def read_mimic_iv_ecg_index(
         df["note_id"] = np.nan
     df["subject_id"] = df["subject_id"].astype(int)
     df["fold"] = subject_fold(df["subject_id"], n_folds)
-    if missing != "keep":
-        ok = np.array([Path(f"{p}.hea").is_file() and Path(f"{p}.dat").is_file() for p in df["path"]])
-        if not ok.all():
-            if missing == "error":
-                first = df.index[~ok][0]
-                raise DataError(
-                    f"{base}: {int((~ok).sum())} of {len(df)} records in {_RECORDS} have no files (first: "
-                    f"study {first}, {df.loc[first, 'path']}.hea); pass missing='drop' to index those present"
-                )
-            df = df[ok]
+    from biomodal.io._wfdb import keep_present_records
+
+    df = keep_present_records(
+        df,
+        missing,
+        lambda n, first: (
+            f"{base}: {n} of {len(df)} records in {_RECORDS} have no files (first: "
+            f"study {first}, {df.loc[first, 'path']}.hea); pass missing='drop' to index those present"
+        ),
+    )
     return df.sort_index()
 
 

@@ -192,17 +192,17 @@ def read_ptbxl_index(
     df["path_lr"] = [str(base / f) for f in df["filename_lr"]]
     df["path_hr"] = [str(base / f) for f in df["filename_hr"]]
     df["path"] = df["path_lr"] if sampling_rate == 100 else df["path_hr"]
-    if missing != "keep":
-        ok = np.array([Path(f"{p}.hea").is_file() and Path(f"{p}.dat").is_file() for p in df["path"]])
-        if not ok.all():
-            if missing == "error":
-                first = df.index[~ok][0]
-                raise DataError(
-                    f"{base}: {int((~ok).sum())} of {len(df)} records listed in {_DB} have no "
-                    f"records{sampling_rate} files (first: ecg_id {first}, {df.loc[first, 'path']}.hea); "
-                    "pass missing='drop' to use the records present"
-                )
-            df = df[ok]
+    from biomodal.io._wfdb import keep_present_records
+
+    df = keep_present_records(
+        df,
+        missing,
+        lambda n, first: (
+            f"{base}: {n} of {len(df)} records listed in {_DB} have no "
+            f"records{sampling_rate} files (first: ecg_id {first}, {df.loc[first, 'path']}.hea); "
+            "pass missing='drop' to use the records present"
+        ),
+    )
     return df
 
 

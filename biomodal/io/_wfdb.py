@@ -22,7 +22,7 @@ from biomodal._lazy import import_optional
 from biomodal.errors import DataError, ReaderError, UnsupportedFormatError
 from biomodal.io._ecg import ECG, normalize_lead_name, unit_scale_to_mv
 
-__all__ = ["read_wfdb", "wfdb_record_path"]
+__all__ = ["keep_present_records", "read_wfdb", "wfdb_record_path"]
 
 #: Bytes per sample of the uncompressed WFDB storage formats.
 _BYTES = {
@@ -238,3 +238,26 @@ def read_wfdb(
         record=str(rec.record_name),
         metadata=meta,
     )
+
+
+def keep_present_records(df: Any, missing: str, describe: Any) -> Any:
+    """Rows of an index table whose WFDB record (``df["path"]`` + ``.hea`` and ``.dat``) exists.
+
+    Parameters
+    ----------
+    df
+        Index table with a ``path`` column of record paths without suffix.
+    missing
+        ``"keep"`` (no check), ``"drop"`` (leave absent records out) or ``"error"``.
+    describe
+        ``describe(n_absent, first_index) -> str``: the message of the :class:`DataError` raised
+        with ``missing="error"`` (it names the index file and the first absent record).
+    """
+    if missing == "keep":
+        return df
+    ok = np.array([Path(f"{p}.hea").is_file() and Path(f"{p}.dat").is_file() for p in df["path"]])
+    if ok.all():
+        return df
+    if missing == "error":
+        raise DataError(describe(int((~ok).sum()), df.index[~ok][0]))
+    return df[ok]
