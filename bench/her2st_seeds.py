@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _seeds_table import mean_sd, metric
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "spatial" / "her2st.yaml"
@@ -119,32 +121,18 @@ def run_one(out: Path, fold: str, variant: str, seed: int, data_root: Path, step
     return metrics
 
 
-def _get(metrics: dict, dotted: str) -> float | None:
-    node: Any = metrics
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return float(node) if isinstance(node, int | float) else None
-
-
-def _cell(values: list[float]) -> str:
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.3f} (1 run)"
-    return f"{statistics.mean(values):.3f} +/- {statistics.stdev(values):.3f} (n={len(values)})"
-
-
 def table(results: dict[tuple[str, str], list[dict]], fold: str) -> str:
     """Markdown table of one fold: a row per figure, a column per variant."""
     variants = [v for (f, v) in results if f == fold]
     lines = ["| figure | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
-    multi = any((_get(m, "expression.n_sections") or 1) > 1 for v in variants for m in results[(fold, v)])
+    multi = any((metric(m, "expression.n_sections") or 1) > 1 for v in variants for m in results[(fold, v)])
     for label, key in FIGURES:
         if "within section" in label and not multi:  # one test section: the same as the pooled figure
             continue
-        cells = [_cell([x for m in results[(fold, v)] if (x := _get(m, key)) is not None]) for v in variants]
+        cells = [
+            mean_sd([x for m in results[(fold, v)] if (x := metric(m, key)) is not None], show_n=True)
+            for v in variants
+        ]
         if any(cells):
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

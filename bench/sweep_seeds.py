@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _seeds_table import mean_sd, metric
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,32 +37,15 @@ def columns(recipe: Any, results: dict[str, dict[str, Any]]) -> list[tuple[str, 
     return cols
 
 
-def _get(metrics: dict[str, Any], dotted: str) -> float | None:
-    node: Any = metrics
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return float(node) if isinstance(node, int | float) else None
-
-
-def _cell(values: list[float]) -> str:
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} +/- {statistics.stdev(values):.3f}"
-
-
 def table(recipe: Any, per_seed: list[dict[str, dict[str, Any]]]) -> str:
     """One row per variant, one column per headline figure, mean +/- sd over seeds."""
     variants = list(per_seed[0])
     cols = columns(recipe, {f"{v}@{i}": r[v] for i, r in enumerate(per_seed) for v in r})
-    cols = [c for c in cols if any(_get(r[v], c[0]) is not None for r in per_seed for v in r)]
+    cols = [c for c in cols if any(metric(r[v], c[0]) is not None for r in per_seed for v in r)]
     lines = ["| variant | " + " | ".join(lab for _, lab in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for v in variants:
         cells = [
-            _cell([x for r in per_seed if (x := _get(r.get(v, {}), key)) is not None]) for key, _ in cols
+            mean_sd([x for r in per_seed if (x := metric(r.get(v, {}), key)) is not None]) for key, _ in cols
         ]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
