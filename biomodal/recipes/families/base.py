@@ -17,6 +17,7 @@ The runner, model building, checkpoints and sweeps only talk to this interface.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from biomodal.errors import CheckpointError
 
-__all__ = ["SPLITS", "Family", "FamilyConfig", "PreparedData"]
+__all__ = ["SPLITS", "Family", "FamilyConfig", "PreparedData", "resolve_path"]
 
 SPLITS = ("train", "val", "test")
 
@@ -171,3 +172,11 @@ class Family:
             row per item (``obsm['X_biomodal_<modality>']`` is added to it).
         """
         raise NotImplementedError(f"family {self.name!r} does not support `biomodal embed` yet")
+
+
+def resolve_path(val: str | None, root: Path) -> str | None:
+    """Expand ``~`` and ``$VARS`` in a configured path and make it absolute against ``root`` (empty stays)."""
+    if not val:
+        return val
+    p = Path(os.path.expandvars(os.path.expanduser(val)))
+    return str(p if p.is_absolute() else (root / p).resolve())

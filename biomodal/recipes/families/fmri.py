@@ -25,7 +25,6 @@ whole subjects (needs a shared adapter: a held-out subject has no adapter of its
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +36,7 @@ from biomodal.recipes.families import (
     _fmri_eval,  # noqa: F401  (registers top1_among_n)
     register_family,
 )
-from biomodal.recipes.families.base import Family, FamilyConfig, PreparedData
+from biomodal.recipes.families.base import Family, FamilyConfig, PreparedData, resolve_path
 
 __all__ = ["FmriData", "FmriFamily", "FmriFiles", "FmriTargets"]
 
@@ -157,13 +156,6 @@ class FmriData(FamilyConfig):
         return self
 
 
-def _resolve(val: str | None, root: Path) -> str | None:
-    if not val:
-        return val
-    p = Path(os.path.expandvars(os.path.expanduser(val)))
-    return str(p if p.is_absolute() else (root / p).resolve())
-
-
 @register_family
 class FmriFamily(Family):
     """fMRI maps of several subjects and their stimuli (see the module docstring)."""
@@ -190,7 +182,7 @@ class FmriFamily(Family):
     def resolve_paths(self, cfg: FamilyConfig, root: Path) -> None:
         """Make ``root``-relative mask, target and cache paths absolute; globs stay relative."""
         cfg.root = str(root.resolve())  # type: ignore[union-attr]
-        cfg.mask_file = _resolve(cfg.mask_file, root)  # type: ignore[attr-defined]
+        cfg.mask_file = resolve_path(cfg.mask_file, root)  # type: ignore[attr-defined]
 
     def on_run_dir(self, cfg: FamilyConfig, run_dir: Path) -> None:
         """Point ``data.root`` of a synthetic dataset to ``<run_dir>/data`` (kept on ``--overwrite``)."""

@@ -16,7 +16,6 @@ fitted on the training split only.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from biomodal.errors import ConfigError, DataError
 from biomodal.recipes.families import register_family
-from biomodal.recipes.families.base import SPLITS, Family, FamilyConfig, PreparedData
+from biomodal.recipes.families.base import SPLITS, Family, FamilyConfig, PreparedData, resolve_path
 
 __all__ = [
     "LabelFiles",
@@ -132,13 +131,6 @@ class OmicsData(FamilyConfig):
         return self
 
 
-def _resolve(val: str | None, root: Path) -> str | None:
-    if not val:
-        return val
-    p = Path(os.path.expandvars(os.path.expanduser(val)))
-    return str(p if p.is_absolute() else (root / p).resolve())
-
-
 @register_family
 class OmicsFamily(Family):
     """Multi-omics tables of the same subjects (see the module docstring)."""
@@ -167,7 +159,7 @@ class OmicsFamily(Family):
                 continue
             for attr in ("train", "test", "features"):
                 if hasattr(spec, attr):
-                    setattr(spec, attr, _resolve(getattr(spec, attr), root))
+                    setattr(spec, attr, resolve_path(getattr(spec, attr), root))
 
     # ------------------------------------------------------------------ data
     def prepare(
