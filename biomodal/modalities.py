@@ -8,11 +8,13 @@ from biomodal.errors import ConfigError
 __all__ = [
     "BATCH_CODE",
     "COVARIATES",
+    "FEATURES_SUFFIX",
     "MASK_SUFFIX",
     "MODALITIES",
     "SUBJECT",
     "VIEW_SUFFIX",
     "check_modality",
+    "features_key",
     "mask_key",
 ]
 
@@ -53,6 +55,17 @@ COVARIATES: tuple[str, ...] = (BATCH_CODE, SUBJECT)
 #: Suffix of the batch key holding an augmented view of a modality (``"histology_view"``), used by
 #: in-modality self-supervised terms.
 VIEW_SUFFIX = "_view"
+
+
+#: Suffix of the batch key holding precomputed encoder features of a modality
+#: (``"histology_features"``): a frozen encoder's output from the feature cache; the model then
+#: runs only the head (see :mod:`biomodal.train.feature_cache`).
+FEATURES_SUFFIX = "_features"
+
+
+def features_key(name: str) -> str:
+    """Return the batch key of the precomputed encoder features of modality ``name``."""
+    return f"{name}{FEATURES_SUFFIX}"
 
 
 def mask_key(name: str) -> str:

@@ -11,6 +11,24 @@ _ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("BIOMODAL_SHARED_DATA", _ROOT.parent / "shared" / "data"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep caches (frozen-encoder features, fMRI targets) of the test session out of ~/.cache."""
+    if "BIOMODAL_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["BIOMODAL_CACHE_DIR"] = tempfile.mkdtemp(prefix="biomodal-test-cache-")
+        config._biomodal_cache = os.environ["BIOMODAL_CACHE_DIR"]  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's cache folder when this session made it."""
+    made = getattr(config, "_biomodal_cache", None)
+    if made:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip ``gpu`` tests without CUDA and ``realdata`` tests without ../shared/data."""
     has_data = SHARED_DATA.is_dir()

@@ -262,23 +262,36 @@ class SpotTileDataset(Dataset):
         return len(self._xy)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.item(index)
+
+    def item(self, index: int, *, skip: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+        """Item ``index``, without the modalities in ``skip`` (their inputs are not even read).
+
+        The feature cache (:mod:`biomodal.train.feature_cache`) skips ``"histology"`` when a
+        frozen encoder's features of the tiles are cached: no tile is decoded.
+        """
         i = int(index) % len(self)
-        img = self.tile(i)
-        if isinstance(self.transform, Transform):
-            img = self.transform(img, rng=np.random.default_rng([self.seed, self.epoch, i]))
-        else:
-            img = self.transform(img)
-        if not isinstance(img, torch.Tensor):
-            img = ToTensor()(img)
-        if img.ndim != 3 or img.shape[0] != 3:
-            raise DataError(f"transform returned shape {tuple(img.shape)}; expected (3, H, W)")
-        item = {
-            "histology": img.float(),
-            "expression": torch.from_numpy(self.expression[i]),
-            BATCH_CODE: torch.tensor(self._batch[i], dtype=torch.int64),
-            SUBJECT: torch.tensor(self._subject[i], dtype=torch.int64),
-            "index": torch.tensor(i, dtype=torch.int64),
-        }
+        item: dict[str, torch.Tensor] = {}
+        if "histology" not in skip:
+            img = self.tile(i)
+            if isinstance(self.transform, Transform):
+                img = self.transform(img, rng=np.random.default_rng([self.seed, self.epoch, i]))
+            else:
+                img = self.transform(img)
+            if not isinstance(img, torch.Tensor):
+                img = ToTensor()(img)
+            if img.ndim != 3 or img.shape[0] != 3:
+                raise DataError(f"transform returned shape {tuple(img.shape)}; expected (3, H, W)")
+            item["histology"] = img.float()
+        if "expression" not in skip:
+            item["expression"] = torch.from_numpy(self.expression[i])
+        item.update(
+            {
+                BATCH_CODE: torch.tensor(self._batch[i], dtype=torch.int64),
+                SUBJECT: torch.tensor(self._subject[i], dtype=torch.int64),
+                "index": torch.tensor(i, dtype=torch.int64),
+            }
+        )
         for key, codes in self._labels.items():
             item[key] = torch.tensor(codes[i], dtype=torch.int64)
         return item
@@ -287,6 +300,36 @@ class SpotTileDataset(Dataset):
         state = self.__dict__.copy()
         state["_slides"], state["_memory"] = {}, {}  # reopened lazily in each worker
         return state
+
+    def feature_cache_key(self, modality: str) -> dict[str, Any] | None:
+        """Describe what determines the ``modality`` input of every item (``None``: it is random).
+
+        For ``"histology"``: each slide's path, size and modification time, the spot centres and
+        sections, the tile geometry and the (non-random) transform. For ``"expression"``: a hash
+        of the precomputed matrix. A change to any of them changes the feature-cache key.
+        """
+        import hashlib
+
+        if modality == "histology":
+            if getattr(self.transform, "random", True):
+                return None
+            slides = []
+            for p, m in zip(self._slide_paths, self._slide_mpps):
+                st = Path(p).stat()
+                slides.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns, m])
+            coords = hashlib.sha1(self._xy.tobytes() + self._section.tobytes()).hexdigest()
+            return {
+                "slides": slides,
+                "coords_sha1": coords,
+                "tile_um": self.tile_um,
+                "mpp": self.mpp,
+                "tile_px": self.tile_px,
+                "transform": repr(self.transform),
+            }
+        if modality == "expression":
+            digest = hashlib.sha1(np.ascontiguousarray(self.expression).tobytes()).hexdigest()
+            return {"expression_sha1": digest}
+        return None
 
     # ------------------------------------------------------------------ description
     @property

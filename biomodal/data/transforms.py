@@ -55,7 +55,15 @@ class Transform:
     ----------
     seed
         Seed of the transform's own generator (``None``: fresh entropy).
+
+    Attributes
+    ----------
+    random
+        Whether the output depends on the generator (``False`` for conversions such as
+        :class:`ToTensor`): a frozen encoder's features of a non-random input can be cached.
     """
+
+    random: bool = True
 
     def __init__(self, seed: int | None = None) -> None:
         self.rng = np.random.default_rng(seed)
@@ -79,6 +87,11 @@ class Compose(Transform):
     def __init__(self, transforms: Sequence[Callable[..., Any]], seed: int | None = None) -> None:
         super().__init__(seed)
         self.transforms = list(transforms)
+
+    @property
+    def random(self) -> bool:  # type: ignore[override]
+        """True when any step is random (a plain callable counts as random: it is not known)."""
+        return any(getattr(t, "random", True) for t in self.transforms)
 
     def apply(self, img: Any, rng: np.random.Generator) -> Any:
         """Apply every transform in order."""
@@ -227,6 +240,8 @@ class HEDJitter(Transform):
 class ToTensor(Transform):
     """``(H, W, 3)`` array (uint8 or float in [0, 1]) or tensor -> ``(3, H, W)`` float32 tensor in [0, 1]."""
 
+    random = False
+
     def apply(self, img: Any, rng: np.random.Generator) -> torch.Tensor:
         """Convert ``img``."""
         if isinstance(img, torch.Tensor):
@@ -243,6 +258,8 @@ class ToTensor(Transform):
 
 class Normalize(Transform):
     """``(x - mean) / std`` per channel of a ``(3, H, W)`` tensor (or CHW float array)."""
+
+    random = False
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ import torch
 
 from biomodal.data.rows import select_rows
 from biomodal.errors import DataError
-from biomodal.modalities import COVARIATES, mask_key
+from biomodal.modalities import COVARIATES, features_key, mask_key
 
 __all__ = ["embed"]
 
@@ -80,6 +80,28 @@ def _obs_of(data: Any, n: int) -> Any:
     return pd.DataFrame(index=[str(i) for i in range(n)])
 
 
+def _check_cached(model: Any, dataset: Any) -> None:
+    """Refuse cached features that another encoder computed (see :mod:`biomodal.train.feature_cache`)."""
+    prints = getattr(dataset, "fingerprints", None)
+    if not isinstance(prints, dict) or not prints:
+        return
+    from biomodal.train.feature_cache import encoder_fingerprint
+
+    inner = getattr(model, "model", model)  # EncoderView
+    encoders = getattr(inner, "encoders", None)
+    for name, fp in prints.items():
+        if not callable(getattr(model, "encode_features", None)):
+            raise DataError(
+                f"the dataset carries cached {name!r} features but {type(model).__name__} has no "
+                "encode_features(); embed the raw dataset (its .base) instead"
+            )
+        if encoders is not None and name in encoders and encoder_fingerprint(encoders[name]) != fp:
+            raise DataError(
+                f"the dataset's cached {name!r} features come from another encoder (weights or spec "
+                "differ from this model's); embed the raw dataset (its .base) instead"
+            )
+
+
 def embed(
     model: Any,
     data: Any,
@@ -137,6 +159,7 @@ def embed(
         raise DataError(f"embed(covariates=...) got {bad}; expected names from {list(COVARIATES)}")
     dev = torch.device(device) if device is not None else _model_device(model)
     loader = _as_loader(data, batch_size, num_workers, dev)
+    _check_cached(model, loader.dataset)
     model_mods = list(getattr(model, "modalities", []) or [])
     if modalities is not None:
         unknown = [m for m in modalities if m not in model_mods]
@@ -157,8 +180,8 @@ def embed(
                     raise DataError(f"embed() expects batches that are dicts; got {type(batch).__name__}.")
                 if names is None:
                     wanted = list(modalities) if modalities is not None else model_mods
-                    names = [m for m in wanted if m in batch]
-                    missing = [m for m in wanted if m not in batch]
+                    names = [m for m in wanted if m in batch or features_key(m) in batch]
+                    missing = [m for m in wanted if m not in names]
                     if not names or (modalities is not None and missing):
                         raise DataError(
                             f"batches have keys {sorted(batch)}, but modalities {missing or wanted} "
@@ -167,7 +190,8 @@ def embed(
                 if "index" in batch:
                     index.append(np.asarray(torch.as_tensor(batch["index"]).cpu()).reshape(-1))
                 for name in names:
-                    x = batch[name]
+                    cached = features_key(name) in batch
+                    x = batch[features_key(name)] if cached else batch[name]
                     n = _length(x)
                     m = batch.get(mask_key(name))
                     keep = None if m is None else torch.as_tensor(m).bool().reshape(-1).cpu()
@@ -185,7 +209,11 @@ def embed(
                     z = None
                     if _length(sel):
                         cov = {c: _to(v, dev) for c, v in cov.items()}
-                        z = model.encode(name, _to(sel, dev), **cov).detach().float().cpu().numpy()
+                        if cached:
+                            z = model.encode_features(name, _to(sel, dev))
+                        else:
+                            z = model.encode(name, _to(sel, dev), **cov)
+                        z = z.detach().float().cpu().numpy()
                     if keep is None:
                         if z is not None:
                             chunks.setdefault(name, []).append(z)

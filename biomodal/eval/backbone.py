@@ -58,6 +58,12 @@ class EncoderView(nn.Module):
         out = enc(x, **wanted)
         return out.flatten(1) if out.ndim > 2 else out
 
+    def encode_features(self, name: str, features: torch.Tensor) -> torch.Tensor:
+        """Return cached features of the (frozen) encoder as they are: they are its features."""
+        if name not in self.model.encoders:
+            raise DataError(f"model has no encoder for {name!r}; modalities are {list(self.modalities)}")
+        return features.flatten(1) if features.ndim > 2 else features
+
     def __repr__(self) -> str:
         return f"EncoderView({type(self.model).__name__}, modalities={list(self.modalities)})"
 

@@ -52,6 +52,23 @@ def checkpoint_extra(rec: Recipe, prepared: Any) -> dict[str, Any]:
     }
 
 
+def use_feature_cache(rec: Recipe, model: Any, prepared: Any, tcfg: Any) -> Any:
+    """Swap the datasets of frozen, un-augmented modalities for cached features; the training set.
+
+    Training, validation, evaluation (the untrained copy shares the frozen encoder's weights)
+    and the encoder-feature baselines then read the features instead of running the encoder.
+    """
+    names = [n for n, m in rec.modalities.items() if m.freeze and m.cache_features]
+    if not names:
+        return prepared.datasets["train"]
+    from biomodal.train.feature_cache import with_feature_cache
+
+    kw = dict(modalities=names, cache_dir=rec.output.feature_cache, batch_size=tcfg.batch_size)
+    prepared.datasets, _ = with_feature_cache(model, prepared.datasets, **kw)
+    prepared.eval_datasets, _ = with_feature_cache(model, prepared.eval_datasets, **kw)
+    return prepared.datasets["train"]
+
+
 def run(
     recipe: str | os.PathLike | dict[str, Any] | Recipe,
     *,
@@ -117,6 +134,7 @@ def run(
     if monitor is not None:  # the metric early stopping and best.pt follow comes from the protocol
         defaults["early_stopping_metric"] = monitor
     tcfg = TrainConfig.from_dict({**defaults, **rec.trainer})
+    train_ds = use_feature_cache(rec, model, prepared, tcfg)
     sampler = None
     if rec.batch_correction.sampler != "none":
         sampler = BatchAwareSampler(

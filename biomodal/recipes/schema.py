@@ -43,13 +43,19 @@ class _Strict(BaseModel):
 
 
 class ModalityConfig(_Strict):
-    """Encoder of one modality."""
+    """Encoder of one modality.
+
+    ``cache_features`` (default on): when the encoder is frozen and its input is not randomly
+    augmented, compute its features once per dataset, keep them on disk and train only the
+    head (:mod:`biomodal.train.feature_cache`); ``false`` always runs the encoder.
+    """
 
     encoder: str
     params: dict[str, Any] = {}
     freeze: bool = False
     unfreeze_last: int | None = None
     lora: dict[str, Any] | None = None
+    cache_features: bool = True
 
 
 class DistillConfig(_Strict):
@@ -160,9 +166,15 @@ class EvalConfig(_Strict):
 
 
 class OutputConfig(_Strict):
-    """Run directory."""
+    """Run directory and the frozen-encoder feature cache.
+
+    ``feature_cache``: folder of cached frozen-encoder features (default
+    ``$BIOMODAL_CACHE_DIR/features`` or ``~/.cache/biomodal/features``); shared by runs, keyed
+    by encoder weights and input, so seeds of one recipe compute the features once.
+    """
 
     dir: str = "runs/{name}"
+    feature_cache: str | None = None
 
 
 def _default_data() -> FamilyConfig:

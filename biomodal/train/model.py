@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from biomodal.errors import ConfigError, DataError
 from biomodal.losses.base import supports_distillation
-from biomodal.modalities import BATCH_CODE, check_modality, mask_key
+from biomodal.modalities import BATCH_CODE, check_modality, features_key, mask_key
 from biomodal.nn.adversarial import GradientReversal
 from biomodal.train._encode import batch_covariates, check_covariates, embed_present_rows, encoder_covariates
 from biomodal.train.distill import TEACHER_PREFIX, MomentumTeacher
@@ -180,15 +180,39 @@ class ContrastiveModel(nn.Module):
         """Modality names, in construction order."""
         return tuple(self.encoders.keys())
 
-    def _run(self, name: str, x: Any, covariates: Mapping[str, Any], teacher: bool = False) -> Tensor:
-        """Run encoder, head and L2 normalisation (the student's modules, or the teacher's)."""
+    def _run(
+        self,
+        name: str,
+        x: Any,
+        covariates: Mapping[str, Any],
+        teacher: bool = False,
+        features: bool = False,
+    ) -> Tensor:
+        """Run encoder, head and L2 normalisation (the student's modules, or the teacher's).
+
+        With ``features=True``, ``x`` holds the (frozen) encoder's output already and only the
+        head and the normalisation run.
+        """
         owner = self.teacher if teacher and self.teacher is not None else self
+        if features:
+            h = x.to(next((p.dtype for p in owner.heads[name].parameters()), x.dtype))
+            return F.normalize(owner.heads[name](h), dim=-1)
         enc = owner.encoders[name]
         spec = getattr(self.encoders[name], "spec", None)
         if spec is not None and spec.input_kind in _PIXEL_INPUTS and spec.mean is not None:
             x = spec.normalize(x)  # the recorded input normalisation (a backbone's ImageNet stats)
         z = owner.heads[name](enc(x, **covariates))
         return F.normalize(z, dim=-1)
+
+    def encode_features(self, name: str, features: Tensor) -> Tensor:
+        """Embed precomputed encoder features of ``name`` (head -> L2 normalisation).
+
+        The features must come from this model's frozen encoder (the feature cache checks the
+        encoder's fingerprint); ``encode(name, x)`` equals ``encode_features(name, encoder(x))``.
+        """
+        if name not in self.encoders:
+            raise DataError(f"model has no encoder for {name!r}; modalities are {list(self.modalities)}")
+        return self._run(name, features, {}, features=True)
 
     def encode(self, name: str, x: Any, **covariates: Any) -> Tensor:
         """Embed one modality: encoder -> head -> L2 normalisation, shape ``(B, embed_dim)``.
@@ -213,12 +237,13 @@ class ContrastiveModel(nn.Module):
         *,
         teacher: bool = False,
         transform: Callable[[Any], Any] | None = None,
+        features: bool = False,
     ) -> Tensor:
         """Embed the present rows of ``x`` with the covariates of ``batch`` (full ``(B, D)`` output)."""
-        covs = batch_covariates(name, self.covariates[name], batch, self.batch_key)
+        covs = {} if features else batch_covariates(name, self.covariates[name], batch, self.batch_key)
         owner = self.teacher if teacher and self.teacher is not None else self
         return embed_present_rows(
-            lambda v, **c: self._run(name, v, c, teacher=teacher),
+            lambda v, **c: self._run(name, v, c, teacher=teacher, features=features),
             x,
             covs,
             batch.get(mask_key(name)),
@@ -232,13 +257,18 @@ class ContrastiveModel(nn.Module):
         """Embed every modality present in ``batch``; ``<name>_mask`` entries are passed through.
 
         Rows whose mask is False are not encoded (their embedding rows are zeros); declared
-        covariates are taken from the batch.
+        covariates are taken from the batch. A ``<name>_features`` entry (precomputed frozen
+        encoder features, :mod:`biomodal.train.feature_cache`) is embedded through the head only.
         """
         out: dict[str, Tensor] = {}
         for name in self.modalities:
-            if name not in batch:
+            fkey = features_key(name)
+            if fkey in batch:
+                out[name] = self._embed(name, batch[fkey], batch, features=True)
+            elif name in batch:
+                out[name] = self._embed(name, batch[name], batch)
+            else:
                 continue
-            out[name] = self._embed(name, batch[name], batch)
             mk = mask_key(name)
             if mk in batch:
                 out[mk] = batch[mk]
@@ -263,7 +293,12 @@ class ContrastiveModel(nn.Module):
             self.teacher.sync(self)
             with torch.no_grad():
                 for name in self.modalities:
-                    if name in batch:
+                    fkey = features_key(name)
+                    if fkey in batch:
+                        out[TEACHER_PREFIX + name] = self._embed(
+                            name, batch[fkey], batch, teacher=True, features=True
+                        )
+                    elif name in batch:
                         out[TEACHER_PREFIX + name] = self._embed(name, batch[name], batch, teacher=True)
         return out
 
