@@ -16,43 +16,9 @@ import numpy as np
 
 from biomodal.errors import ConfigError
 
-__all__ = ["backbone_features", "pretrained_features"]
+__all__ = ["pretrained_features"]
 
 log = logging.getLogger("biomodal")
-
-
-def backbone_features(encoder: Any, tiles: Any, *, batch_size: int = 32) -> np.ndarray:
-    """Features of a frozen image encoder for uint8 ``(H, W, 3)`` tiles (an indexable sequence).
-
-    The encoder's recorded normalisation (``spec.mean``/``spec.std``) is applied to ``[0, 1]``
-    pixels first, as :class:`~biomodal.train.ContrastiveModel` does.
-    """
-    import torch
-
-    encoder.eval()
-    spec = getattr(encoder, "spec", None)
-    out = []
-    with torch.inference_mode():
-        for a in range(0, len(tiles), batch_size):
-            batch = np.stack([np.asarray(tiles[i]) for i in range(a, min(a + batch_size, len(tiles)))])
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
-            if spec is not None:
-                x = spec.normalize(x)
-            out.append(encoder(x).float().numpy())
-    return np.concatenate(out).astype(np.float32)
-
-
-class _Tiles:
-    """Tiles of a :class:`~biomodal.data.SpotTileDataset`, indexable (read on demand)."""
-
-    def __init__(self, ds: Any) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.ds.tile(i)
 
 
 def pretrained_features(
@@ -81,6 +47,7 @@ def pretrained_features(
     def fn(split: str, modality: str) -> np.ndarray:
         from biomodal.data import SpotTileDataset
         from biomodal.nn import create_encoder
+        from biomodal.train.feature_cache import frozen_features
 
         if modality != "histology":
             raise ConfigError(f"the {encoder} baseline describes histology tiles, not {modality!r}")
@@ -91,6 +58,8 @@ def pretrained_features(
         kw = {k: common[k] for k in ("genes", "batch_key") if k in common}
         ds = SpotTileDataset(sections[split], tile_um=tile_um, tile_px=tile_px, **kw)
         log.info("%s baseline: %d %s tiles of %g um at %d px", encoder, len(ds), split, tile_um, tile_px)
-        return backbone_features(state["encoder"], _Tiles(ds))
+        # through the feature cache: a recipe training a head on the same frozen backbone (or a
+        # later seed) computed these features already
+        return np.asarray(frozen_features(state["encoder"], ds, "histology"), dtype=np.float32)
 
     return fn
