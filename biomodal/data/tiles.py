@@ -101,7 +101,13 @@ class TileDataset(Dataset):
     mpp
         Output microns per pixel; ``None`` reads native level-0 pixels.
     transform
-        Callable applied to the ``3 x H x W`` float tensor in ``[0, 1]``.
+        Callable applied to the ``3 x H x W`` float tensor in ``[0, 1]`` (items are then float).
+    dtype
+        ``"uint8"`` (default): items hold the ``3 x H x W`` ``uint8`` tile, a quarter of the
+        bytes of float32 through DataLoader worker queues and pinned memory;
+        :class:`~biomodal.train.ContrastiveModel` (and :func:`biomodal.eval.embed`) convert to
+        ``[0, 1]`` floats and apply the encoder's normalisation on the model's device.
+        ``"float32"``: items are converted in the dataset (``[0, 1]``).
     cache_dir
         Folder for an on-disk cache of extracted tiles (keyed by slide file, coordinates,
         ``tile_px`` and ``mpp``); ``None`` disables caching.
@@ -126,6 +132,7 @@ class TileDataset(Dataset):
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         cache_dir: str | os.PathLike | None = None,
         modality: str = "histology",
+        dtype: str = "uint8",
     ) -> None:
         self.slide = slide if isinstance(slide, Slide) else read_slide(slide)
         check_modality(modality)
@@ -144,6 +151,9 @@ class TileDataset(Dataset):
         if self.mpp is not None:
             _ = self.slide.mpp  # fail now (MissingMetadataError naming the file), not inside a worker
         self.transform = transform
+        if dtype not in ("uint8", "float32"):
+            raise ConfigError(f"TileDataset dtype={dtype!r}; expected 'uint8' or 'float32'")
+        self.dtype = dtype
         self.cache: _TileCache | None = None
         if cache_dir is not None:
             meta = self._cache_meta()
@@ -185,19 +195,43 @@ class TileDataset(Dataset):
         if not -n <= index < n:
             raise IndexError(f"tile index {index} out of range for {n} tiles")
         index %= n
-        arr = self.read_tile(index)
-        # Convert in numpy: torch's intra-op thread pool costs more than the work on a 224-px tile.
-        chw = np.empty((3, *arr.shape[:2]), dtype=np.float32)
-        np.divide(arr.transpose(2, 0, 1), np.float32(255.0), out=chw)
-        img = torch.from_numpy(chw)
-        if self.transform is not None:
-            img = self.transform(img)
+        return self._item(index, self.read_tile(index))
+
+    def _item(self, index: int, arr: np.ndarray) -> dict[str, Any]:
+        if self.dtype == "uint8" and self.transform is None:
+            img = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+        else:
+            # Convert in numpy: torch's intra-op thread pool costs more than the work on a 224-px tile.
+            chw = np.empty((3, *arr.shape[:2]), dtype=np.float32)
+            np.divide(arr.transpose(2, 0, 1), np.float32(255.0), out=chw)
+            img = torch.from_numpy(chw)
+            if self.transform is not None:
+                img = self.transform(img)
         return {self.modality: img, "x": int(self.x[index]), "y": int(self.y[index])}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        """Items of a whole batch (a DataLoader worker calls this once per batch).
+
+        The regions are read in slide order (rows, then columns) rather than in sampling order,
+        so consecutive reads hit the JPEG tiles OpenSlide just decoded; items come back in the
+        order asked for.
+        """
+        n = len(self)
+        idx = [int(i) for i in indices]
+        bad = [i for i in idx if not -n <= i < n]
+        if bad:
+            raise IndexError(f"tile index {bad[0]} out of range for {n} tiles")
+        idx = [i % n for i in idx]
+        order = sorted(range(len(idx)), key=lambda k: (self.y[idx[k]], self.x[idx[k]]))
+        out: list[dict[str, Any] | None] = [None] * len(idx)
+        for k in order:
+            out[k] = self[idx[k]]  # through __getitem__: subclasses that extend items keep working
+        return out  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         mpp = f"{self.mpp:g} um/px" if self.mpp is not None else "level-0 px"
         cache = f", cache={self.cache.n_done()}/{len(self)} at {self.cache.root}" if self.cache else ""
         return (
             f"TileDataset({self.slide.path.name!r}, {len(self)} tiles of {self.tile_px}px at {mpp}, "
-            f"modality={self.modality!r}{cache})"
+            f"modality={self.modality!r}, dtype={self.dtype}{cache})"
         )

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from biomodal.errors import DataError
+from biomodal.nn.pixels import prepare_pixels
 
 __all__ = ["EncoderView", "encoder_features"]
-
-_PIXEL_KINDS = ("image", "volume")
 
 
 class EncoderView(nn.Module):
@@ -52,8 +51,7 @@ class EncoderView(nn.Module):
             raise DataError(f"model has no encoder for {name!r}; modalities are {list(self.modalities)}")
         enc = self.model.encoders[name]
         spec = getattr(enc, "spec", None)
-        if spec is not None and spec.input_kind in _PIXEL_KINDS and spec.mean is not None:
-            x = spec.normalize(x)
+        x = prepare_pixels(x, spec)
         wanted = {k: v for k, v in covariates.items() if spec is not None and k in spec.covariates}
         out = enc(x, **wanted)
         return out.flatten(1) if out.ndim > 2 else out

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from biomodal._atomic import atomic_path, atomic_write_text
 from biomodal.errors import DataError
 from biomodal.modalities import features_key, mask_key
+from biomodal.nn.pixels import prepare_pixels
 
 __all__ = [
     "CachedFeatureDataset",
@@ -53,7 +54,6 @@ log = logging.getLogger("biomodal")
 
 #: Version of the on-disk layout and of how features are computed (part of every key).
 FORMAT = 1
-_PIXEL_KINDS = ("image", "volume")
 
 
 def default_cache_dir() -> Path:
@@ -130,8 +130,7 @@ def _compute(encoder: nn.Module, dataset: Any, name: str, batch_size: int, num_w
                 x = batch[name]
                 if isinstance(x, torch.Tensor):
                     x = x.to(device)
-                if spec is not None and spec.input_kind in _PIXEL_KINDS and spec.mean is not None:
-                    x = spec.normalize(x)
+                x = prepare_pixels(x, spec)
                 z = encoder(x)
                 z = (z.flatten(1) if z.ndim > 2 else z).float().cpu().numpy()
                 m = batch.get(mask_key(name))

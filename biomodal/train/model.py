@@ -13,6 +13,7 @@ from biomodal.errors import ConfigError, DataError
 from biomodal.losses.base import supports_distillation
 from biomodal.modalities import BATCH_CODE, check_modality, features_key, mask_key
 from biomodal.nn.adversarial import GradientReversal
+from biomodal.nn.pixels import prepare_pixels
 from biomodal.train._encode import batch_covariates, check_covariates, embed_present_rows, encoder_covariates
 from biomodal.train.distill import TEACHER_PREFIX, MomentumTeacher
 from biomodal.train.selfsup import VIEW_PREFIX, SelfSupervised
@@ -51,7 +52,6 @@ def _fmt(n: int) -> str:
 
 
 #: Encoder input kinds whose recorded mean/std the model applies to [0, 1] pixel tensors.
-_PIXEL_INPUTS = ("image", "volume")
 
 
 class ContrastiveModel(nn.Module):
@@ -199,8 +199,7 @@ class ContrastiveModel(nn.Module):
             return F.normalize(owner.heads[name](h), dim=-1)
         enc = owner.encoders[name]
         spec = getattr(self.encoders[name], "spec", None)
-        if spec is not None and spec.input_kind in _PIXEL_INPUTS and spec.mean is not None:
-            x = spec.normalize(x)  # the recorded input normalisation (a backbone's ImageNet stats)
+        x = prepare_pixels(x, spec)  # uint8 -> [0, 1] and the recorded normalisation, on the device
         z = owner.heads[name](enc(x, **covariates))
         return F.normalize(z, dim=-1)
 

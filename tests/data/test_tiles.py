@@ -48,19 +48,48 @@ def test_items_match_direct_reads(slide_path, coords):
     slide = read_slide(slide_path)
     ds = TileDataset(slide_path, coords, tile_px=64, mpp=1.0)
     assert len(ds) == len(coords) == 64
+    as_float = TileDataset(slide_path, coords, tile_px=64, mpp=1.0, dtype="float32")
     for i in (0, 17, 63, -1):
         item = ds[i]
         img = item["histology"]
-        assert img.dtype == torch.float32 and img.shape == (3, 64, 64)
-        assert 0.0 <= img.min() and img.max() <= 1.0
+        assert img.dtype == torch.uint8 and img.shape == (3, 64, 64) and img.is_contiguous()
         row = coords.iloc[i]
         assert (item["x"], item["y"]) == (row.x, row.y)
-        ref = slide.read_region((row.x, row.y), (64, 64), mpp=1.0).astype(np.float32) / 255
-        np.testing.assert_allclose(img.permute(1, 2, 0).numpy(), ref, atol=1e-6)
+        ref = slide.read_region((row.x, row.y), (64, 64), mpp=1.0)
+        np.testing.assert_array_equal(img.permute(1, 2, 0).numpy(), ref)
+        f = as_float[i]["histology"]
+        assert f.dtype == torch.float32 and 0.0 <= f.min() and f.max() <= 1.0
+        np.testing.assert_allclose(f.permute(1, 2, 0).numpy(), ref.astype(np.float32) / 255, atol=1e-6)
     with pytest.raises(IndexError):
         ds[64]
     r = repr(ds)
-    assert "s.tiff" in r and "64 tiles" in r and "64px" in r and "1 um/px" in r
+    assert "s.tiff" in r and "64 tiles" in r and "64px" in r and "1 um/px" in r and "uint8" in r
+    with pytest.raises(ConfigError, match="dtype"):
+        TileDataset(slide_path, coords, tile_px=64, mpp=1.0, dtype="float16")
+
+
+def test_batched_reads_in_slide_order_return_items_in_asked_order(slide_path, coords):
+    ds = TileDataset(slide_path, coords, tile_px=32, mpp=1.0)
+    asked = [40, 3, 63, 0, 17, -1]
+    calls: list[int] = []
+    original = ds.read_tile
+
+    def spy(i: int) -> np.ndarray:
+        calls.append(i)
+        return original(i)
+
+    ds.read_tile = spy  # type: ignore[method-assign]
+    items = ds.__getitems__(asked)
+    keys = [(coords.y.iloc[i], coords.x.iloc[i]) for i in calls]
+    assert keys == sorted(keys) and sorted(calls) == sorted(i % len(ds) for i in asked)
+    for k, i in enumerate(asked):
+        torch.testing.assert_close(items[k]["histology"], ds[i]["histology"])
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, shuffle=False)
+    batch = next(iter(loader))  # torch calls __getitems__ for a whole batch
+    assert batch["histology"].dtype == torch.uint8 and batch["histology"].shape == (8, 3, 32, 32)
+    torch.testing.assert_close(batch["histology"][5], ds[5]["histology"])
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, 64])
 
 
 def test_transform_and_modality(slide_path, coords):
@@ -68,7 +97,8 @@ def test_transform_and_modality(slide_path, coords):
         read_slide(slide_path), coords, tile_px=32, mpp=2.0, transform=lambda t: 1 - t, modality="image"
     )
     plain = TileDataset(read_slide(slide_path), coords, tile_px=32, mpp=2.0)
-    torch.testing.assert_close(ds[5]["image"], 1 - plain[5]["histology"])
+    assert ds[5]["image"].dtype == torch.float32  # a transform receives [0, 1] floats
+    torch.testing.assert_close(ds[5]["image"], 1 - plain[5]["histology"].float() / 255)
     with pytest.raises(ConfigError, match="histo"):
         TileDataset(slide_path, coords, tile_px=32, mpp=2.0, modality="histo")
 
@@ -175,4 +205,4 @@ def test_cmu_tiles_at_half_micron(shared_data):
     for i in range(len(ds)):
         x, y = int(coords.x.iloc[i]), int(coords.y.iloc[i])
         raw = np.asarray(osr.read_region((x, y), 0, (224, 224)).convert("RGB"))
-        np.testing.assert_allclose(ds[i]["histology"].permute(1, 2, 0).numpy(), raw / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(ds[i]["histology"].permute(1, 2, 0).numpy(), raw)  # uint8, exact

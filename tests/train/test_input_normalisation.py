@@ -51,3 +51,23 @@ def test_from_scratch_encoders_see_raw_pixels():
 def test_timm_backbone_records_its_normalisation():
     enc = create_encoder("timm:resnet18", pretrained=False)
     assert enc.spec.mean is not None and len(enc.spec.mean) == 3
+
+
+def test_uint8_pixels_are_converted_on_the_model_side():
+    spec = EncoderSpec(
+        name="toy", modality="histology", input_kind="image", mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5)
+    )
+    model, rec = _model(spec)
+    u8 = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    z_u8 = model.encode("histology", u8)
+    seen_u8 = rec.seen
+    z_float = model.encode("histology", u8.float() / 255)
+    torch.testing.assert_close(seen_u8, rec.seen)  # the encoder saw the same normalised floats
+    torch.testing.assert_close(z_u8, z_float)
+    assert seen_u8.dtype == torch.float32
+    # vector inputs are never rescaled, whatever their dtype
+    vec_spec = model.encoders["expression"].spec
+    from biomodal.nn.pixels import prepare_pixels
+
+    counts = torch.arange(5, dtype=torch.uint8).view(1, 5)
+    assert prepare_pixels(counts, vec_spec) is counts
