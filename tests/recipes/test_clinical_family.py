@@ -22,6 +22,7 @@ SHORT = [
     "modalities.labs={encoder: labs_mlp, params: {hidden: [16]}}",
     "model.embed_dim=16",
     "eval.plots=false",
+    "data.supervised_epochs=2",
 ]
 FOLDS = {"train": {1, 2, 3, 4, 5, 6}, "val": {7}, "test": {8}}
 
@@ -113,8 +114,9 @@ def test_short_run_metrics_and_checkpoint_roundtrip(tiny_run, shared_data, tmp_p
     assert set(z["per_class"]) == {"NORM", "MI", "STTC", "CD", "HYP"} and z["chance"] == 0.5
     assert 0 <= z["macro_auroc"] <= 1 and "note" not in z
     probe = m["probe"]["superclass"]
-    for key in ("macro_auroc", "untrained_macro_auroc", "features_macro_auroc"):
-        assert 0 <= probe[key] <= 1
+    for key in ("macro_auroc", "untrained_macro_auroc", "features_macro_auroc", "trained_encoder_macro_auroc",
+                "untrained_encoder_macro_auroc", "supervised_ecg_macro_auroc"):  # fmt: skip
+        assert 0 <= probe[key] <= 1, key
     assert probe["features_name"] == "ecg_features" and probe["n_train"] == 265
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["zero_shot"]["macro_auroc"] == pytest.approx(z["macro_auroc"])

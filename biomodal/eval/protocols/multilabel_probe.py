@@ -44,6 +44,10 @@ class MultilabelProbeConfig(ProtocolConfig):
     features
         Family baseline feature probed the same way (``features_macro_auroc``); skipped with a
         note when the context has none of that name. ``None``: none.
+    baselines
+        More context features probed the same way, each reported as ``<name>_macro_auroc``:
+        ``trained_encoder``/``untrained_encoder`` (the encoder before the head), a family's
+        ``supervised_ecg`` (the same architecture trained on the labels: the upper reference).
     """
 
     target: str
@@ -52,6 +56,7 @@ class MultilabelProbeConfig(ProtocolConfig):
     class_weight: str = Field(default="none", pattern="^(none|balanced)$")
     untrained: bool = True
     features: str | None = None
+    baselines: list[str] = Field(default_factory=list)
 
 
 def _run(ctx: EvalContext, cfg: MultilabelProbeConfig) -> ProtocolResult:
@@ -75,6 +80,7 @@ def _run(ctx: EvalContext, cfg: MultilabelProbeConfig) -> ProtocolResult:
     out = probe(ctx.emb("train", mod), ctx.emb(ctx.split, mod))
     out["modality"] = mod
     baselines = (["untrained"] if cfg.untrained else []) + ([cfg.features] if cfg.features else [])
+    baselines += [b for b in cfg.baselines if b not in baselines]
     for name in baselines:
         if name not in ctx.features:
             out.setdefault("notes", []).append(f"baseline {name!r} not available")

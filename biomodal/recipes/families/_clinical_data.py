@@ -212,10 +212,16 @@ class ClinicalDataset:
         return len(self.obs)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.item(i)
+
+    def item(self, i: int, *, skip: Sequence[str] = ()) -> dict[str, Any]:
+        """Record ``i`` without the modalities in ``skip`` (the feature cache supplies them)."""
         import torch
 
         item: dict[str, Any] = {}
         for m, v in self._data.items():
+            if m in skip:
+                continue
             if m == "ecg" and self._with_leads:
                 item[m] = {"signal": v[i], "lead_mask": self._lead_mask[i]}
             else:
@@ -223,6 +229,24 @@ class ClinicalDataset:
         item.update({mask_key(m): v[i] for m, v in self._masks.items()})
         item["index"] = torch.tensor(i)
         return item
+
+    def feature_cache_key(self, modality: str) -> dict[str, Any] | None:
+        """Describe the ``modality`` input of every record: a hash of its values (nothing is random)."""
+        import hashlib
+
+        if modality not in self._data:
+            return None
+        h = hashlib.sha1()
+        v = self._data[modality]
+        if isinstance(v, list):
+            for t in v:
+                h.update(t.encode("utf-8") + b"\0")
+        else:
+            h.update(v.numpy().tobytes())
+            if modality == "ecg":
+                h.update(self._lead_mask.numpy().tobytes())
+        h.update(self.present[modality].tobytes())
+        return {"modality": modality, "sha1": h.hexdigest(), "shape": list(getattr(v, "shape", [len(v)]))}
 
     def texts(self) -> list[str]:
         """Return the text of every record (empty strings where absent)."""

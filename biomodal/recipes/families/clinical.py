@@ -122,6 +122,9 @@ class ClinicalData(FamilyConfig):
         :class:`~biomodal.pp.ECGPipeline` settings.
     min_likelihood
         Least ``scp_codes`` likelihood counted for the superclass targets.
+    supervised_epochs
+        Most epochs of the ``supervised_ecg`` reference (the recipe's ECG encoder trained on the
+        superclasses with binary cross-entropy, epoch chosen on the validation folds).
     """
 
     family: Literal["clinical"] = "clinical"
@@ -134,6 +137,7 @@ class ClinicalData(FamilyConfig):
     baseline: Literal["median", "highpass"] | None = "median"
     standardize: Literal["record"] | None = None
     min_likelihood: float = Field(default=0.0, ge=0, le=100)
+    supervised_epochs: int = Field(default=40, ge=1)
 
     @field_validator("bandpass")
     @classmethod
@@ -156,7 +160,8 @@ class ClinicalFamily(Family):
             "ecg": {"encoder": "ecg_resnet1d", "params": {"width": 32, "blocks": [1, 1, 1, 1]}},
             "report": {
                 "encoder": "text_transformer",
-                "params": {"modality": "report", "pooling": "mean", "max_length": 128, "freeze": True},
+                "params": {"modality": "report", "pooling": "mean", "max_length": 128},
+                "freeze": True,  # eval mode too, so its features are cached (computed once)
             },
         }
 
@@ -212,6 +217,16 @@ class ClinicalFamily(Family):
                 return feats[split]
 
             prepared.features["ecg_features"] = ecg_features
+        if "ecg" in recipe.modalities and "superclass" in prepared.targets:
+            from biomodal.recipes.families._clinical_supervised import supervised_ecg_features
+
+            prepared.features["supervised_ecg"] = supervised_ecg_features(
+                recipe,
+                dict(prepared.eval_datasets),
+                prepared.targets["superclass"],
+                prepared.input_specs,
+                epochs=data.supervised_epochs,
+            )  # trained only when a protocol asks for it
         for split, ds in prepared.eval_datasets.items():
             log.info("clinical %s: %r", split, ds)
         return prepared
