@@ -77,6 +77,7 @@ def make_context(
         unit=prepared.unit,
         loss=_final_loss(recipe),
         encode=_encoder_of(model),
+        encode_untrained=_encoder_of(untrained) if untrained is not None else None,
     )
 
 

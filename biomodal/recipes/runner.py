@@ -127,7 +127,9 @@ def run(
     prepared = family.prepare(rec, run_dir)
     train_ds = prepared.datasets["train"]
     model = build_model(rec, input_specs=prepared.input_specs, n_batches=len(prepared.batch_categories))
-    needs_untrained = any(info.needs_untrained for info, _ in resolve_protocols(rec))
+    needs_untrained = any(
+        info.needs_untrained or getattr(cfg, "untrained", False) for info, cfg in resolve_protocols(rec)
+    )
     untrained = copy.deepcopy(model) if needs_untrained else None
     val_fn, monitor = validation(rec, prepared)
     defaults: dict[str, Any] = {"seed": rec.seed}

@@ -110,9 +110,11 @@ def test_short_run_metrics_and_checkpoint_roundtrip(tiny_run, shared_data, tmp_p
     for pair in ("ecg_to_report", "report_to_ecg"):
         r = m["retrieval"][pair]
         assert r["n"] == 44 and r["chance@1"] == pytest.approx(1 / 44) and 0 <= r["recall@10"] <= 1
+        assert 0 <= r["untrained_recall@10"] <= 1 and r["untrained_median_rank"] >= 1
     z = m["zero_shot"]
     assert set(z["per_class"]) == {"NORM", "MI", "STTC", "CD", "HYP"} and z["chance"] == 0.5
     assert 0 <= z["macro_auroc"] <= 1 and "note" not in z
+    assert 0 <= z["untrained_macro_auroc"] <= 1 and set(z["untrained_per_class"]) == set(z["per_class"])
     probe = m["probe"]["superclass"]
     for key in ("macro_auroc", "untrained_macro_auroc", "features_macro_auroc", "trained_encoder_macro_auroc",
                 "untrained_encoder_macro_auroc", "supervised_ecg_macro_auroc"):  # fmt: skip

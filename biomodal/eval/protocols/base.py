@@ -123,6 +123,8 @@ class EvalContext:
     encode
         ``fn(modality, inputs) -> (n, d) array``: the trained model's embeddings of raw inputs
         (prompts of ``zero_shot``); ``None`` when the runner provides no model.
+    encode_untrained
+        The same for the untrained model (the ``untrained`` baseline of ``zero_shot``).
     """
 
     split: str
@@ -140,6 +142,7 @@ class EvalContext:
     unit: str = "items"
     loss: str | None = None
     encode: Callable[[str, Any], Any] | None = None
+    encode_untrained: Callable[[str, Any], Any] | None = None
     _cache: dict[tuple[str, str, str], Any] = field(default_factory=dict, repr=False)
 
     def emb(self, split: str, modality: str) -> Any:

@@ -37,12 +37,16 @@ class RetrievalConfig(ProtocolConfig):
     within_label
         Name of those groups in metric keys (``<q>_to_<g>_within_<label>``; default: the
         column name).
+    untrained
+        Also rank with the untrained model's embeddings (when the runner provides them): each
+        pair gets ``untrained_recall@k`` and ``untrained_median_rank`` beside chance.
     """
 
     pairs: list[tuple[str, str]] | None = None
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
     within: str | None = None
     within_label: str | None = None
+    untrained: bool = False
 
     @field_validator("ks")
     @classmethod
@@ -138,4 +142,17 @@ def _markdown(section: Mapping[str, Any]) -> list[str]:
 )
 def run_retrieval(ctx: EvalContext, cfg: RetrievalConfig) -> ProtocolResult:
     """Full-set retrieval of every pair (and within groups), chance beside every recall."""
-    return ProtocolResult(pair_retrieval(ctx, cfg, ctx.split))
+    import numpy as np
+
+    from biomodal.eval import retrieval
+
+    out = pair_retrieval(ctx, cfg, ctx.split)
+    if cfg.untrained and "untrained" in ctx.features:
+        for q, g in _pairs(ctx, cfg):
+            zq = np.asarray(ctx.feature("untrained", ctx.split, q))
+            zg = np.asarray(ctx.feature("untrained", ctx.split, g))
+            both = np.isfinite(zq).all(axis=1) & np.isfinite(zg).all(axis=1)
+            base = retrieval(zq[both], zg[both], ks=tuple(cfg.ks))
+            out[_name(q, g)].update({f"untrained_{k}": v for k, v in base.items()
+                                     if k.startswith("recall@") or k == "median_rank"})  # fmt: skip
+    return ProtocolResult(out)

@@ -54,6 +54,10 @@ class ZeroShotConfig(ProtocolConfig):
     text_from_labels
         The training text was generated from these labels (the figure is then not zero-shot;
         ``note`` says so).
+    untrained
+        Also classify with the untrained model (both towers at initialisation):
+        ``untrained_macro_auroc`` and ``untrained_per_class``, the floor the trained figure is
+        read against.
     """
 
     prompts: dict[str, list[str]] = Field(min_length=2)
@@ -62,6 +66,7 @@ class ZeroShotConfig(ProtocolConfig):
     target: str | None = None
     label: str | None = None
     text_from_labels: bool = False
+    untrained: bool = True
 
     @field_validator("prompts")
     @classmethod
@@ -127,6 +132,15 @@ def _run(ctx: EvalContext, cfg: ZeroShotConfig) -> ProtocolResult:
     y = _targets(ctx, cfg, classes)
     out = zero_shot_evaluate(ctx.emb(ctx.split, item), prompt_emb, y)
     out.update(modality=item, text_modality=text, n_prompts={c: len(p) for c, p in cfg.prompts.items()})
+    if cfg.untrained:
+        if callable(getattr(ctx, "encode_untrained", None)) and "untrained" in ctx.features:
+            enc_u = ctx.encode_untrained
+            prompt_u = {c: np.asarray(enc_u(text, list(p)), np.float64) for c, p in cfg.prompts.items()}
+            base = zero_shot_evaluate(ctx.feature("untrained", ctx.split, item), prompt_u, y)
+            out["untrained_macro_auroc"] = base["macro_auroc"]
+            out["untrained_per_class"] = base["per_class"]
+        else:
+            out.setdefault("notes", []).append("untrained baseline not available")
     if cfg.text_from_labels:
         out["note"] = "training text was built from these labels: not zero-shot"
     return ProtocolResult(out)
@@ -147,6 +161,10 @@ def _markdown(section: Mapping[str, Any]) -> list[str]:
         + " | ".join(f"{v:.3f}" for v in per.values())
         + " | 0.500 |",
     ]
+    if "untrained_macro_auroc" in section:
+        up = section.get("untrained_per_class", {})
+        lines.append(f"| untrained model | {section['untrained_macro_auroc']:.3f} | "
+                     + " | ".join(f"{up.get(c, float('nan')):.3f}" for c in per) + " | 0.500 |")  # fmt: skip
     if "accuracy" in section:
         lines.append(f"\naccuracy {section['accuracy']:.3f} (chance {section['chance_accuracy']:.3f})")
     if section.get("note"):
@@ -154,4 +172,6 @@ def _markdown(section: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-register_protocol("zero_shot", config=ZeroShotConfig, headline=_headline, markdown=_markdown)(_run)
+register_protocol(
+    "zero_shot", config=ZeroShotConfig, headline=_headline, markdown=_markdown, needs_untrained=True
+)(_run)
