@@ -3,7 +3,8 @@
 Runs ``recipes/clinical/ptbxl_ecg_report.yaml`` once per seed (the seed changes the
 initialisation and the batch order; the folds are fixed: train 1-6, val 7, test 8) and prints a
 Markdown table of the test-fold figures, mean +- standard deviation over the seeds, beside
-chance and the baselines (untrained encoder, hand-made ECG features probed the same way)::
+chance and the baselines (untrained model, hand-made ECG features and the supervised 1-D CNN
+probed the same way)::
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/ptbxl_seeds.py --seeds 0 1 2 --out runs/ptbxl_seeds
 
@@ -29,11 +30,17 @@ ROWS = (
     ("report->ECG R@1", "retrieval.report_to_ecg.recall@1"),
     ("report->ECG R@10", "retrieval.report_to_ecg.recall@10"),
     ("chance R@1", "retrieval.ecg_to_report.chance@1"),
+    ("untrained ECG->report R@10", "retrieval.ecg_to_report.untrained_recall@10"),
+    ("untrained report->ECG R@10", "retrieval.report_to_ecg.untrained_recall@10"),
     ("chance R@10", "retrieval.ecg_to_report.chance@10"),
     ("zero-shot macro AUROC", "zero_shot.macro_auroc"),
-    ("probe macro AUROC (trained ECG)", "probe.superclass.macro_auroc"),
-    ("probe macro AUROC (untrained ECG)", "probe.superclass.untrained_macro_auroc"),
-    ("probe macro AUROC (ecg_features)", "probe.superclass.features_macro_auroc"),
+    ("zero-shot macro AUROC (untrained model)", "zero_shot.untrained_macro_auroc"),
+    ("probe macro AUROC (trained ECG embedding)", "probe.superclass.macro_auroc"),
+    ("probe macro AUROC (trained ECG encoder)", "probe.superclass.trained_encoder_macro_auroc"),
+    ("probe macro AUROC (untrained ECG embedding)", "probe.superclass.untrained_macro_auroc"),
+    ("probe macro AUROC (untrained ECG encoder)", "probe.superclass.untrained_encoder_macro_auroc"),
+    ("probe macro AUROC (ecg_features, hand-made)", "probe.superclass.features_macro_auroc"),
+    ("probe macro AUROC (supervised 1-D CNN)", "probe.superclass.supervised_ecg_macro_auroc"),
     ("train steps", "train.steps"),
     ("train seconds", "train.seconds"),
 )
