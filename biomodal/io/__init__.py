@@ -22,6 +22,8 @@ _MAP = {
     "normalize_lead_name": "_ecg",
     "read_ecg_npz": "_ecg",
     "read_wfdb": "_wfdb",
+    "XRay": "_xray",
+    "read_xray": "_xray",
     "read_ecg_dicom": "_ecg_dicom",
     "Report": "_reports",
     "DEID_TOKEN": "_reports",

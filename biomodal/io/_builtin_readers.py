@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from biomodal.errors import ConfigError
-from biomodal.io import _clinical_readers  # noqa: F401  (registers wfdb, ecg_dicom, ecg_npz, openi_xml, ...)
+from biomodal.io import (
+    _clinical_readers,  # noqa: F401  (registers wfdb, ecg_dicom, ecg_npz, openi_xml, ...)
+    _imaging_readers,  # noqa: F401  (registers xray)
+)
 from biomodal.io.registry import _check_options, register_reader
 
 _TIFF = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
