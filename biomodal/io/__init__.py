@@ -24,6 +24,8 @@ _MAP = {
     "read_wfdb": "_wfdb",
     "XRay": "_xray",
     "read_xray": "_xray",
+    "Volume": "_volume",
+    "read_volume": "_volume",
     "read_ecg_dicom": "_ecg_dicom",
     "Report": "_reports",
     "DEID_TOKEN": "_reports",

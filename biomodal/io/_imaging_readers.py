@@ -1,4 +1,4 @@
-"""Registrations of the imaging readers: radiographs (DICOM, PNG, JPEG).
+"""Registrations of the imaging readers: radiographs (DICOM, PNG, JPEG) and 3-D volumes.
 
 Imported by :mod:`biomodal.io._builtin_readers`. Each entry is a shim that imports its module on
 the first call; the content check reads the first 4 KiB only, so registering imports neither
@@ -44,3 +44,18 @@ def read_xray_entry(path: str | os.PathLike, **kwargs: Any) -> Any:
 
     _check_options(read_xray, "xray", kwargs)
     return read_xray(path, **kwargs)
+
+
+@register_reader(
+    "volume",
+    suffixes=(),
+    kind="volume",
+    description="3-D volume (NIfTI reoriented to RAS, DICOM series folder sorted by position, multi-frame "
+    "DICOM) -> Volume, float (slices, rows, columns) with spacing in mm; by name only",
+)
+def read_volume_entry(path: str | os.PathLike, **kwargs: Any) -> Any:
+    """Read a volume with :func:`biomodal.io.read_volume` (``read(path, reader="volume")``)."""
+    from biomodal.io._volume import read_volume
+
+    _check_options(read_volume, "volume", kwargs)
+    return read_volume(path, **kwargs)

@@ -14,6 +14,8 @@ _MAP = {
     "center_scale": "batch",
     # clinical: ECG signals and tabular values
     "ECGPipeline": "ecg_pipeline",
+    "resample_volume": "volume",
+    "window_volume": "volume",
     "bandpass": "ecg",
     "notch": "ecg",
     "remove_baseline": "ecg",
