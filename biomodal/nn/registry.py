@@ -387,4 +387,5 @@ from biomodal.nn import (  # noqa: E402, F401
     tabular,
     text,
     timm_encoders,
+    volume,
 )

@@ -42,6 +42,11 @@ TINY = {
     "labs_mlp": ("labs_mlp", {"in_features": 4, "hidden": [8]}, lambda: torch.randn(3, 4)),
     "fmri_adapters": ("fmri_adapters", {"voxels": [20]}, lambda: torch.rand(3, 20)),
     "embedding": ("embedding", {"in_features": 20}, lambda: torch.rand(3, 20)),
+    "volume_slices": (
+        "volume_slices",
+        {"slice_params": {"channels": (8, 16)}, "heads": 2},
+        lambda: torch.rand(2, 1, 5, 32, 32),
+    ),
 }
 
 
