@@ -51,9 +51,6 @@ def _fmt(n: int) -> str:
     return str(n)
 
 
-#: Encoder input kinds whose recorded mean/std the model applies to [0, 1] pixel tensors.
-
-
 class ContrastiveModel(nn.Module):
     """Encoders + projection heads + contrastive loss (+ optional batch adversary).
 
