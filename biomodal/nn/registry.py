@@ -383,6 +383,7 @@ from biomodal.nn import (  # noqa: E402, F401
     fmri,
     foundation,
     hf,
+    hf_clip,
     histology,
     tabular,
     text,

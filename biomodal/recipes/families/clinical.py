@@ -1,4 +1,9 @@
-"""The ``clinical`` family: 12-lead ECGs, their reports and tabular values (PTB-XL).
+"""The ``clinical`` family: 12-lead ECGs, their reports, tabular values and chest X-rays.
+
+Two datasets: ``data.dataset: ptbxl`` (real PTB-XL records, below) and ``data.dataset:
+generated`` (MoRE-style patients with known conditions: X-ray, ECG, report, labs and missing
+modalities, set by ``data.generated``; see
+:mod:`biomodal.recipes.families._clinical_generated`).
 
 ``data.root`` is a PTB-XL folder (``ptbxl_database.csv``, ``scp_statements.csv``,
 ``records100/``, ``records500/``); records are split by ``strat_fold`` as PTB-XL's authors
@@ -105,13 +110,58 @@ class Folds(BaseModel):
         return self
 
 
+class GeneratedClinical(BaseModel):
+    """``data.generated``: patients of :func:`~biomodal.datasets.clinical_synthetic.make_clinical_patients`.
+
+    Attributes
+    ----------
+    n_train, n_val, n_test
+        Patients per split (independent draws; ``n_val = 0``: no validation split).
+    image_px
+        X-ray side in pixels.
+    prevalence
+        Baseline prevalence of each condition.
+    missing
+        ``{modality: probability of being absent}``.
+    min_present
+        Least modalities per patient.
+    reports
+        Folder of IU X-ray XML reports (relative to the recipe's folder) whose sentences are
+        chosen by MeSH term, or ``"builtin"`` (a small hand-written set).
+    ecg_bank_size
+        ECGSYN records simulated per ECG state (cached; patients are windows of them).
+    mention
+        Probability that a report mentions each finding.
+    split_seed
+        Seed of the draws (default: the recipe's ``seed``).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    n_train: int = Field(default=1200, ge=8)
+    n_val: int = Field(default=200, ge=0)
+    n_test: int = Field(default=400, ge=8)
+    image_px: int = Field(default=64, ge=32, le=512)
+    prevalence: float = Field(default=0.3, gt=0, lt=1)
+    missing: dict[str, float] = Field(
+        default_factory=lambda: {"xray": 0.2, "ecg": 0.2, "report": 0.1, "labs": 0.3}
+    )
+    min_present: int = Field(default=2, ge=1, le=4)
+    reports: str = "builtin"
+    ecg_bank_size: int = Field(default=6, ge=1, le=100)
+    mention: float = Field(default=0.85, gt=0, le=1)
+    split_seed: int | None = None
+
+
 class ClinicalData(FamilyConfig):
     """``data:`` of a clinical (PTB-XL) recipe (see the module docstring).
 
     Attributes
     ----------
     dataset
-        ``"ptbxl"``.
+        ``"ptbxl"`` (``root``: a PTB-XL folder) or ``"generated"`` (``generated``).
+    generated
+        Settings of the generated patients (``dataset: generated``).
     folds
         ``strat_fold`` values per split (default PTB-XL's: train 1-8, val 9, test 10).
     sampling_rate
@@ -128,7 +178,8 @@ class ClinicalData(FamilyConfig):
     """
 
     family: Literal["clinical"] = "clinical"
-    dataset: Literal["ptbxl"] = "ptbxl"
+    dataset: Literal["ptbxl", "generated"] = "ptbxl"
+    generated: GeneratedClinical = Field(default_factory=GeneratedClinical)
     folds: Folds = Field(default_factory=lambda: Folds(train=list(range(1, 9)), val=[9], test=[10]))
     sampling_rate: Literal[100, 500] = 100
     text: Literal["report", "statements"] = "report"
@@ -169,6 +220,10 @@ class ClinicalFamily(Family):
         self, eval_section: dict[str, Any], data: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         """ECG<->report retrieval, zero-shot superclasses by prompts, the multi-label probe."""
+        if isinstance(data, Mapping) and data.get("dataset") == "generated":
+            from biomodal.recipes.families._clinical_generated import default_generated_protocols
+
+            return default_generated_protocols()
         text = data.get("text", "report") if isinstance(data, Mapping) else "report"
         text = text if text in PROMPTS else "report"
         return [
@@ -182,32 +237,38 @@ class ClinicalFamily(Family):
         ]  # fmt: skip
 
     def resolve_paths(self, cfg: FamilyConfig, root: Path) -> None:
-        """``data.root`` becomes absolute (``root`` is already resolved against the recipe's folder)."""
+        """``data.root`` (and ``generated.reports``) become absolute against the recipe's folder."""
         cfg.root = str(Path(root).resolve())
+        gen = cfg.generated  # type: ignore[attr-defined]
+        if gen.reports != "builtin" and not Path(gen.reports).is_absolute():
+            gen.reports = str((Path(root) / gen.reports).resolve())
 
     # ------------------------------------------------------------------ data
     def prepare(
         self, recipe: Any, run_dir: Path, *, preprocessors: dict[str, Any] | None = None
     ) -> PreparedData:
         """Read PTB-XL, split by ``strat_fold``, fit the labs standardiser on the training folds."""
+        from biomodal.recipes.families._clinical_generated import prepare_generated_splits
         from biomodal.recipes.families._clinical_ptbxl import ECG_MODALITY, prepare_ptbxl_splits
 
         data: ClinicalData = recipe.data
         _mark_label_text(recipe)
-        parts = prepare_ptbxl_splits(recipe, preprocessors)
+        generated = data.dataset == "generated"
+        parts = (prepare_generated_splits if generated else prepare_ptbxl_splits)(recipe, preprocessors)
         prepared = PreparedData(
             preprocessors=parts["preprocessors"],
             input_specs=parts["input_specs"],
             targets=parts["targets"],
             group_key="patient_id",
             group_label="patient",
-            unit="records",
+            unit="patients" if generated else "records",
             info=parts["info"],
         )
         prepared.datasets = dict(parts["datasets"])
         prepared.eval_datasets = dict(parts["datasets"])
         if "train" not in prepared.eval_datasets or "test" not in prepared.eval_datasets:
-            raise DataError(f"data.folds {data.folds.model_dump()}: no training or test records")
+            where = "data.generated" if generated else f"data.folds {data.folds.model_dump()}"
+            raise DataError(f"{where}: no training or test records")
         feats = parts["features"]
         if feats:
 
@@ -245,6 +306,10 @@ class ClinicalFamily(Family):
                     out[m] = LabStandardizer.from_state_dict(dict(s))
                 elif m == "report":
                     out[m] = TextSource.from_state_dict(s, m)
+                elif m == "xray":
+                    from biomodal.recipes.families._clinical_generated import ImageSource
+
+                    out[m] = ImageSource.from_state_dict(s, m)
                 else:
                     raise CheckpointError(
                         f"checkpoint modality {m!r}: the clinical family has no such preprocessor"
