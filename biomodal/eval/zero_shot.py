@@ -6,6 +6,11 @@ several prompts; their L2-normalised text embeddings are averaged and the mean r
 similarity of its embedding with that class embedding. Multi-label targets (an ECG with both
 ``MI`` and ``STTC``) are scored per class; single-label targets also get the accuracy of the
 arg-max class.
+
+With *negative* prompts (CheXzero's "{finding}" vs "no {finding}"), a class's score is the
+cosine with its positive class embedding minus the cosine with its negative one, so that a
+text tower that places "effusion" and "no effusion" close together still ranks items by which
+of the two they are nearer.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ def zero_shot_evaluate(
     y: Any,
     *,
     names: Sequence[str] | None = None,
+    negative_embeddings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score items against class prompts and compare with their labels.
 
@@ -77,6 +83,9 @@ def zero_shot_evaluate(
         ``-1``: unlabelled, left out).
     names
         Class names when ``prompt_embeddings`` is a sequence.
+    negative_embeddings
+        ``{class name: (q_c, d)}`` embeddings of negative prompts ("no pleural effusion") for
+        some classes: their score becomes the positive cosine minus the negative one.
 
     Returns
     -------
@@ -97,6 +106,10 @@ def zero_shot_evaluate(
     if single:
         keep &= y.astype(np.int64) >= 0
     scores = zero_shot_scores(x[keep], prompt_embeddings)
+    for name, neg in (negative_embeddings or {}).items():
+        if names is None or name not in names:
+            raise DataError(f"negative prompts for {name!r}, which is not a class {list(names or [])}")
+        scores[:, list(names).index(name)] -= zero_shot_scores(x[keep], [neg])[:, 0]
     out = macro_auroc(y[keep], scores, names)
     out["multilabel"] = not single
     out["n_left_out"] = int((~keep).sum())

@@ -149,3 +149,48 @@ def test_multilabel_probe_array_and_protocol():
     assert "macro AUROC" in "\n".join(info.markdown({"superclass": m}))
     with pytest.raises(ConfigError, match="no target"):
         info.fn(ctx, info.parse({"target": "nope"}))
+
+
+def test_negative_prompts_rescue_a_text_tower_that_ignores_negation():
+    rng = np.random.default_rng(3)
+    y = (rng.random((300, 1)) < 0.4).astype(int)
+    # items with the finding lean towards axis 1, those without towards axis 2; both share axis 0
+    x = np.c_[np.ones(300), y[:, 0], 1 - y[:, 0]] + 0.2 * rng.normal(size=(300, 3))
+    pos = np.array([[1.0, 0.05, 0.0]])  # "effusion": nearly the shared direction
+    neg = np.array([[1.0, 0.0, 0.05]])  # "no effusion": nearly the same embedding
+    y2 = np.c_[y, 1 - y]
+    other = {"B": np.array([[0.0, 0.0, 1.0]])}
+    plain = zero_shot_evaluate(x, {"A": pos, **other}, y2)["per_class"]["A"]
+    paired = zero_shot_evaluate(x, {"A": pos, **other}, y2, negative_embeddings={"A": neg})["per_class"]["A"]
+    assert paired > 0.95 and paired > plain
+    with pytest.raises(DataError, match="'Z'"):
+        zero_shot_evaluate(x, {"A": pos, **other}, y2, negative_embeddings={"Z": neg})
+
+
+def test_zero_shot_by_modality_scores_each_class_on_its_modality():
+    rng = np.random.default_rng(2)
+    y = (rng.random((200, 2)) < 0.5).astype(int)
+    xray = _items(rng, y[:, [0, 0]], d=4)  # shows class A only
+    ecg = _items(rng, y[:, [1, 1]], d=4)[:, ::-1].copy()  # shows class B only, on other axes
+    xray[:10] = np.nan  # patients without an X-ray are left out of A's AUROC
+    vocab = {"a": [1, 1, 0, 0], "b": [0, 0, 1, 1]}
+    ctx = _ctx({"xray": xray, "ecg": ecg, "report": np.zeros((200, 4))},
+               {"xray": xray, "ecg": ecg, "report": np.zeros((200, 4))}, pd.DataFrame(index=range(200)),
+               targets={"c": Target(values={"test": y, "train": y}, names=["A", "B"])})  # fmt: skip
+    ctx.encode = lambda m, texts: np.array([vocab[t] for t in texts], float)
+    info = get_protocol("zero_shot")
+    cfg = info.parse({"prompts": {"A": ["a"], "B": ["b"]}, "target": "c", "text_modality": "report",
+                      "by_modality": {"xray": ["A"], "ecg": ["B"]}})  # fmt: skip
+    m = info.fn(ctx, cfg).metrics
+    assert m["class_modality"] == {"A": "xray", "B": "ecg"} and m["modality"] == "xray+ecg"
+    assert m["per_class"]["A"] > 0.9 and m["per_class"]["B"] > 0.9
+    assert m["by_modality"]["xray"]["n"] == 190 and m["by_modality"]["ecg"]["n"] == 200
+    one = info.fn(ctx, info.parse({"prompts": {"A": ["a"], "B": ["b"]}, "target": "c", "modality": "xray",
+                                   "text_modality": "report"})).metrics  # fmt: skip
+    assert one["per_class"]["B"] < 0.7  # the X-ray does not show B
+    for bad, match in [({"xray": ["A"]}, "not listed"), ({"xray": ["A", "B"], "ecg": ["B"]}, "twice"),
+                       ({"xray": ["A", "Q"], "ecg": ["B"]}, "not a prompt class")]:  # fmt: skip
+        with pytest.raises(ValidationError, match=match):
+            info.parse({"prompts": {"A": ["a"], "B": ["b"]}, "by_modality": bad})
+    with pytest.raises(ValidationError, match="negatives"):
+        info.parse({"prompts": {"A": ["a"], "B": ["b"]}, "negatives": {"Q": ["no q"]}})

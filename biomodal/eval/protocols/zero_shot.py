@@ -67,6 +67,7 @@ class ZeroShotConfig(ProtocolConfig):
     label: str | None = None
     text_from_labels: bool = False
     untrained: bool = True
+    negatives: dict[str, list[str]] = Field(default_factory=dict)
     by_modality: dict[str, list[str]] | None = None
 
     @field_validator("prompts")
@@ -92,6 +93,20 @@ class ZeroShotConfig(ProtocolConfig):
             )
         if self.modality is not None:
             raise ValueError("give either modality or by_modality, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _negatives(self) -> ZeroShotConfig:
+        bad = sorted(set(self.negatives) - set(self.prompts))
+        if bad:
+            raise ValueError(f"negatives: {bad} are not prompt classes {list(self.prompts)}")
+        empty = [
+            c
+            for c, p in self.negatives.items()
+            if not p or not all(isinstance(t, str) and t.strip() for t in p)
+        ]
+        if empty:
+            raise ValueError(f"negatives: classes {empty} need at least one non-empty prompt")
         return self
 
 
@@ -144,8 +159,11 @@ def _run_by_modality(ctx: EvalContext, cfg: ZeroShotConfig) -> ProtocolResult:
 
     sections: dict[str, Any] = {}
     for mod, classes in cfg.by_modality.items():
-        sub = cfg.model_copy(update={"by_modality": None, "modality": mod,
-                                     "prompts": {c: cfg.prompts[c] for c in classes}})  # fmt: skip
+        negs = {c: p for c, p in cfg.negatives.items() if c in classes}
+        prompts = {c: cfg.prompts[c] for c in classes}
+        sub = cfg.model_copy(
+            update={"by_modality": None, "modality": mod, "prompts": prompts, "negatives": negs}
+        )
         sections[mod] = _run_one(ctx, sub).metrics
     per = {c: sections[m]["per_class"][c] for m, cs in cfg.by_modality.items() for c in cs}
     out: dict[str, Any] = {
@@ -180,14 +198,20 @@ def _run_one(ctx: EvalContext, cfg: ZeroShotConfig) -> ProtocolResult:
     item, text = _modalities(ctx, cfg)
     classes = list(cfg.prompts)
     prompt_emb = {c: np.asarray(encode(text, list(p)), np.float64) for c, p in cfg.prompts.items()}
+    neg_emb = {c: np.asarray(encode(text, list(p)), np.float64) for c, p in cfg.negatives.items()}
     y = _targets(ctx, cfg, classes)
-    out = zero_shot_evaluate(ctx.emb(ctx.split, item), prompt_emb, y)
+    out = zero_shot_evaluate(ctx.emb(ctx.split, item), prompt_emb, y, negative_embeddings=neg_emb)
     out.update(modality=item, text_modality=text, n_prompts={c: len(p) for c, p in cfg.prompts.items()})
+    if cfg.negatives:
+        out["negatives"] = sorted(cfg.negatives)
     if cfg.untrained:
         if callable(getattr(ctx, "encode_untrained", None)) and "untrained" in ctx.features:
             enc_u = ctx.encode_untrained
             prompt_u = {c: np.asarray(enc_u(text, list(p)), np.float64) for c, p in cfg.prompts.items()}
-            base = zero_shot_evaluate(ctx.feature("untrained", ctx.split, item), prompt_u, y)
+            neg_u = {c: np.asarray(enc_u(text, list(p)), np.float64) for c, p in cfg.negatives.items()}
+            base = zero_shot_evaluate(
+                ctx.feature("untrained", ctx.split, item), prompt_u, y, negative_embeddings=neg_u
+            )
             out["untrained_macro_auroc"] = base["macro_auroc"]
             out["untrained_per_class"] = base["per_class"]
         else:

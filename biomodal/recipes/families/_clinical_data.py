@@ -170,7 +170,8 @@ class ClinicalDataset:
     text_modality
         Batch key of the text (``"report"``).
     images
-        ``{modality: (n, C, H, W) uint8}`` pixel modalities (e.g. ``"xray"``), or ``None``.
+        ``{modality: (n, C, H, W) or (n, C, D, H, W) uint8}`` pixel modalities (``"xray"``,
+        ``"volume"``), or ``None``.
     """
 
     def __init__(
@@ -206,8 +207,10 @@ class ClinicalDataset:
                 raise DataError(f"ClinicalDataset: labs {labs.shape} do not match {n} records")
             self._data["labs"] = torch.as_tensor(np.asarray(labs, np.float32))
         for m, img in (images or {}).items():
-            if img.shape[0] != n or img.ndim != 4:
-                raise DataError(f"ClinicalDataset: {m} images {img.shape} are not (n={n}, C, H, W)")
+            if img.shape[0] != n or img.ndim not in (4, 5):
+                raise DataError(
+                    f"ClinicalDataset: {m} pixels {img.shape} are not (n={n}, C, H, W) or (n, C, D, H, W)"
+                )
             self._data[m] = torch.as_tensor(np.ascontiguousarray(img))
         self.modalities = tuple(self._data)
         self.present = {m: np.asarray(present[m], bool) for m in self.modalities}

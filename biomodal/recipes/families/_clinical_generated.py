@@ -34,12 +34,19 @@ _LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "
 
 
 #: Zero-shot prompts per condition, in the reports' wording (radiology for X-ray findings, SCP-ECG
-#: statements for ECG ones), none of them a sentence the generator writes verbatim.
+#: statements for ECG ones).
 PROMPTS: dict[str, list[str]] = {
     "cardiomegaly": ["enlarged heart", "cardiomegaly", "the cardiac silhouette is enlarged"],
     "pleural_effusion": ["pleural effusion", "fluid in the pleural space", "blunted costophrenic angle"],
     "atrial_fibrillation": ["atrial fibrillation", "irregular rhythm with absent p waves"],
     "myocardial_infarction": ["myocardial infarction", "old infarct with q waves"],
+}
+#: Negative prompts (CheXzero's pairs): a condition scores by its prompts minus these.
+NEGATIVES: dict[str, list[str]] = {
+    "cardiomegaly": ["normal heart size", "no cardiomegaly"],
+    "pleural_effusion": ["no pleural effusion", "no effusion"],
+    "atrial_fibrillation": ["sinus rhythm"],
+    "myocardial_infarction": ["no infarction", "normal qrs and t waves"],
 }
 #: The modality that shows each condition (zero-shot scores each class on it).
 SHOWN_BY = {
@@ -57,6 +64,7 @@ def default_generated_protocols() -> list[dict[str, Any]]:
                 "text_modality": "report",
                 "target": "conditions",
                 "prompts": {c: list(p) for c, p in PROMPTS.items()},
+                "negatives": {c: list(p) for c, p in NEGATIVES.items()},
                 "by_modality": {m: list(c) for m, c in SHOWN_BY.items()},
             },
         },

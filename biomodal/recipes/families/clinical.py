@@ -1,9 +1,11 @@
 """The ``clinical`` family: 12-lead ECGs, their reports, tabular values and chest X-rays.
 
-Two datasets: ``data.dataset: ptbxl`` (real PTB-XL records, below) and ``data.dataset:
+Three datasets: ``data.dataset: ptbxl`` (real PTB-XL records, below), ``data.dataset:
 generated`` (MoRE-style patients with known conditions: X-ray, ECG, report, labs and missing
 modalities, set by ``data.generated``; see
-:mod:`biomodal.recipes.families._clinical_generated`).
+:mod:`biomodal.recipes.families._clinical_generated`) and ``data.dataset: volumes`` (CT-like
+3-D volumes with small findings and reports, RadCLIP-style, set by ``data.volumes``; see
+:mod:`biomodal.recipes.families._clinical_volumes`).
 
 ``data.root`` is a PTB-XL folder (``ptbxl_database.csv``, ``scp_statements.csv``,
 ``records100/``, ``records500/``); records are split by ``strat_fold`` as PTB-XL's authors
@@ -40,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from biomodal.errors import CheckpointError, ConfigError, DataError
 from biomodal.recipes.families import register_family
+from biomodal.recipes.families._clinical_volumes import GeneratedVolumes
 from biomodal.recipes.families.base import Family, FamilyConfig, PreparedData
 
 __all__ = ["ClinicalData", "ClinicalFamily", "Folds", "default_prompts"]
@@ -162,6 +165,8 @@ class ClinicalData(FamilyConfig):
         ``"ptbxl"`` (``root``: a PTB-XL folder) or ``"generated"`` (``generated``).
     generated
         Settings of the generated patients (``dataset: generated``).
+    volumes
+        Settings of the generated volumes (``dataset: volumes``).
     folds
         ``strat_fold`` values per split (default PTB-XL's: train 1-8, val 9, test 10).
     sampling_rate
@@ -178,8 +183,9 @@ class ClinicalData(FamilyConfig):
     """
 
     family: Literal["clinical"] = "clinical"
-    dataset: Literal["ptbxl", "generated"] = "ptbxl"
+    dataset: Literal["ptbxl", "generated", "volumes"] = "ptbxl"
     generated: GeneratedClinical = Field(default_factory=GeneratedClinical)
+    volumes: GeneratedVolumes = Field(default_factory=GeneratedVolumes)
     folds: Folds = Field(default_factory=lambda: Folds(train=list(range(1, 9)), val=[9], test=[10]))
     sampling_rate: Literal[100, 500] = 100
     text: Literal["report", "statements"] = "report"
@@ -224,6 +230,10 @@ class ClinicalFamily(Family):
             from biomodal.recipes.families._clinical_generated import default_generated_protocols
 
             return default_generated_protocols()
+        if isinstance(data, Mapping) and data.get("dataset") == "volumes":
+            from biomodal.recipes.families._clinical_volumes import default_volume_protocols
+
+            return default_volume_protocols()
         text = data.get("text", "report") if isinstance(data, Mapping) else "report"
         text = text if text in PROMPTS else "report"
         return [
@@ -253,8 +263,12 @@ class ClinicalFamily(Family):
 
         data: ClinicalData = recipe.data
         _mark_label_text(recipe)
-        generated = data.dataset == "generated"
-        parts = (prepare_generated_splits if generated else prepare_ptbxl_splits)(recipe, preprocessors)
+        from biomodal.recipes.families._clinical_volumes import prepare_volume_splits
+
+        generated = data.dataset != "ptbxl"
+        prep = {"ptbxl": prepare_ptbxl_splits, "generated": prepare_generated_splits,
+                "volumes": prepare_volume_splits}[data.dataset]  # fmt: skip
+        parts = prep(recipe, preprocessors)
         prepared = PreparedData(
             preprocessors=parts["preprocessors"],
             input_specs=parts["input_specs"],
@@ -267,7 +281,7 @@ class ClinicalFamily(Family):
         prepared.datasets = dict(parts["datasets"])
         prepared.eval_datasets = dict(parts["datasets"])
         if "train" not in prepared.eval_datasets or "test" not in prepared.eval_datasets:
-            where = "data.generated" if generated else f"data.folds {data.folds.model_dump()}"
+            where = f"data.{data.dataset}" if generated else f"data.folds {data.folds.model_dump()}"
             raise DataError(f"{where}: no training or test records")
         feats = parts["features"]
         if feats:
@@ -306,7 +320,7 @@ class ClinicalFamily(Family):
                     out[m] = LabStandardizer.from_state_dict(dict(s))
                 elif m == "report":
                     out[m] = TextSource.from_state_dict(s, m)
-                elif m == "xray":
+                elif m in ("xray", "volume"):
                     from biomodal.recipes.families._clinical_generated import ImageSource
 
                     out[m] = ImageSource.from_state_dict(s, m)
