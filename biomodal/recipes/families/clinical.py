@@ -122,6 +122,9 @@ class GeneratedClinical(BaseModel):
         Patients per split (independent draws; ``n_val = 0``: no validation split).
     image_px
         X-ray side in pixels.
+    image_channels
+        1 (grayscale) or 3 (the gray image repeated, for RGB backbones such as ImageNet
+        EfficientNet-Lite0 or a CLIP image tower).
     prevalence
         Baseline prevalence of each condition.
     missing
@@ -145,6 +148,7 @@ class GeneratedClinical(BaseModel):
     n_val: int = Field(default=200, ge=0)
     n_test: int = Field(default=400, ge=8)
     image_px: int = Field(default=64, ge=32, le=512)
+    image_channels: Literal[1, 3] = 1
     prevalence: float = Field(default=0.3, gt=0, lt=1)
     missing: dict[str, float] = Field(
         default_factory=lambda: {"xray": 0.2, "ecg": 0.2, "report": 0.1, "labs": 0.3}
