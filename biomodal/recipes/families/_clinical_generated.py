@@ -68,8 +68,8 @@ def default_generated_protocols() -> list[dict[str, Any]]:
                 "by_modality": {m: list(c) for m, c in SHOWN_BY.items()},
             },
         },
+        {"name": "k_candidate", "params": {"k": 10, "draws": 5, "score": "auto"}},  # early stopping
         {"name": "retrieval", "params": {"ks": [1, 5, 10], "untrained": True}},
-        {"name": "k_candidate", "params": {"k": 10, "draws": 5, "score": "auto"}},
     ]
 
 
