@@ -158,3 +158,16 @@ def test_score_follows_the_loss():
     ]
     with pytest.raises(ConfigError, match=r"params\.score"):
         score_for_loss(None)
+
+
+def test_validation_with_fewer_complete_items_than_k_caps_k():
+    info = get_protocol("k_candidate")
+    rng = np.random.default_rng(2)
+    a = _unit(rng.normal(size=(16, 8)))
+    b = a.copy()
+    b[6:] = np.nan  # only six items have both modalities
+    cfg = info.parse({"score": "pairwise", "k": 10})
+    with pytest.raises(DataError, match="fewer than k=10"):
+        info.fn(_ctx({"x": a, "y": b}), cfg)
+    val = info.validate(_ctx({"x": a, "y": b}), cfg)
+    assert val["val/k_candidate_accuracy"] == pytest.approx(1.0)  # identical pairs: always found

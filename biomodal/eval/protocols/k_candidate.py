@@ -96,8 +96,19 @@ def _run(ctx: EvalContext, cfg: KCandidateConfig) -> ProtocolResult:
 
 
 def _validate(ctx: EvalContext, cfg: KCandidateConfig) -> dict[str, float]:
-    """Mean accuracy over the held-out modalities on the validation split (one draw)."""
-    res = _run(ctx, cfg.model_copy(update={"draws": 1})).metrics
+    """Mean accuracy over the held-out modalities on the validation split (one draw).
+
+    A small validation split with fewer than ``k`` items that have every modality is scored
+    with ``k`` = that number (at least 2), so that early stopping still has a criterion.
+    """
+    import numpy as np
+
+    mods = list(cfg.modalities or ctx.modalities)
+    complete = np.ones(len(ctx.emb(ctx.split, mods[0])), bool)
+    for m in mods:
+        complete &= np.isfinite(np.asarray(ctx.emb(ctx.split, m), np.float64)).all(axis=1)
+    k = max(2, min(cfg.k, int(complete.sum())))
+    res = _run(ctx, cfg.model_copy(update={"draws": 1, "k": k})).metrics
     return {"val/k_candidate_accuracy": sum(r["accuracy"] for r in res.values()) / len(res)}
 
 
