@@ -42,7 +42,18 @@ def assert_same_adata(a, b):
 
 # --------------------------------------------------------------------------- the registry itself
 def test_builtin_readers_and_info():
-    clinical = ["ecg_dicom", "ecg_npz", "fmri", "labs", "openi_xml", "ptbxl", "report_text", "volume", "wfdb", "xray"]
+    clinical = [
+        "ecg_dicom",
+        "ecg_npz",
+        "fmri",
+        "labs",
+        "openi_xml",
+        "ptbxl",
+        "report_text",
+        "volume",
+        "wfdb",
+        "xray",
+    ]
     assert list_readers() == sorted(["h5ad", "legacy_st", "slide", "visium", "xenium", *clinical])
     assert list_readers("slide") == ["slide"]
     assert list_readers("spatial") == ["h5ad", "legacy_st", "visium", "xenium"]
