@@ -27,7 +27,6 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -204,9 +203,3 @@ def ecg_from_bank(
         out[i] = x + rng.normal(0, noise, x.shape)
         hr[i] = bank["heart_rate"][r] * f[i]
     return out, hr
-
-
-def describe_bank(bank: dict[str, Any]) -> dict[str, Any]:
-    """Count the records of each state (for logs and run info)."""
-    st = np.asarray(bank["state"])
-    return {f"af{a}_mi{m}": int(((st[:, 0] == a) & (st[:, 1] == m)).sum()) for a, m in ECG_STATES}

@@ -119,9 +119,9 @@ def prepare_generated_splits(recipe: Any, preprocessors: Mapping[str, Any] | Non
     from biomodal.datasets.clinical_synthetic import CONDITIONS, LAB_NAMES, make_clinical_patients
     from biomodal.eval.protocols import Target
     from biomodal.io import ECG
-    from biomodal.pp import ECGPipeline, LabStandardizer
+    from biomodal.pp import LabStandardizer
     from biomodal.recipes.families._clinical_data import ClinicalDataset, TextSource, ecg_features
-    from biomodal.recipes.families._clinical_ptbxl import _pipeline
+    from biomodal.recipes.families._clinical_ptbxl import ecg_pipeline, input_specs
 
     data = recipe.data
     gen = data.generated
@@ -152,10 +152,7 @@ def prepare_generated_splits(recipe: Any, preprocessors: Mapping[str, Any] | Non
                 mention=gen.mention,
             )
     if "ecg" in mods:
-        pipe = pre.get("ecg") or _pipeline(data)
-        if not isinstance(pipe, ECGPipeline):
-            raise ConfigError(f"preprocessor of 'ecg' is {type(pipe).__name__}, not an ECGPipeline")
-        pre["ecg"] = pipe
+        pre["ecg"] = ecg_pipeline(data, pre)
     if "report" in mods:
         pre["report"] = pre.get("report") or TextSource("report")
     if "labs" in mods and "labs" not in pre:
@@ -183,15 +180,7 @@ def prepare_generated_splits(recipe: Any, preprocessors: Mapping[str, Any] | Non
         datasets[split] = ClinicalDataset(d["obs"], present=present, text_modality="report", **kw)
         targets[split] = d["conditions"]
         missing[split] = {m: int((~p).sum()) for m, p in present.items()}
-    specs: dict[str, dict[str, Any]] = {}
-    if "ecg" in pre:
-        specs["ecg"] = {"leads": len(pre["ecg"].leads)}
-    if "labs" in pre:
-        specs["labs"] = {"in_features": len(pre["labs"].features_)}
-    if "xray" in pre:
-        specs["xray"] = pre["xray"].input_spec()
-    if "report" in pre:
-        specs["report"] = {}
+    specs = input_specs(pre)
     train_c = drawn["train"]["conditions"]
     info = {
         "dataset": "generated",

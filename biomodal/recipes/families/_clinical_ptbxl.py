@@ -20,7 +20,14 @@ import numpy as np
 
 from biomodal.errors import ConfigError, DataError
 
-__all__ = ["ECG_MODALITY", "LABS_MODALITY", "MODALITIES_HERE", "prepare_ptbxl_splits"]
+__all__ = [
+    "ECG_MODALITY",
+    "LABS_MODALITY",
+    "MODALITIES_HERE",
+    "ecg_pipeline",
+    "input_specs",
+    "prepare_ptbxl_splits",
+]
 
 log = logging.getLogger("biomodal")
 
@@ -79,16 +86,35 @@ def _ecg_arrays(paths: Sequence[str], pipe: Any) -> tuple[np.ndarray, np.ndarray
     return x.copy(), m.copy()
 
 
-def _pipeline(data: Any) -> Any:
+def ecg_pipeline(data: Any, preprocessors: Mapping[str, Any]) -> Any:
+    """Return the checkpoint's ECG pipeline (``preprocessors["ecg"]``), else one built from ``data``."""
     from biomodal.pp import ECGPipeline
 
-    return ECGPipeline(
+    pipe = preprocessors.get(ECG_MODALITY) or ECGPipeline(
         fs=float(data.sampling_rate),
         duration_s=float(data.duration_s),
         bandpass=tuple(data.bandpass) if data.bandpass is not None else None,
         baseline=data.baseline,
         standardize=data.standardize,
     )
+    if not isinstance(pipe, ECGPipeline):
+        raise ConfigError(f"preprocessor of {ECG_MODALITY!r} is {type(pipe).__name__}, not an ECGPipeline")
+    return pipe
+
+
+def input_specs(preprocessors: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return what each encoder is built for, from the fitted preprocessors (ECG leads, lab features)."""
+    from biomodal.pp import ECGPipeline, LabStandardizer
+
+    specs: dict[str, dict[str, Any]] = {}
+    for m, p in preprocessors.items():
+        if isinstance(p, ECGPipeline):
+            specs[m] = {"leads": len(p.leads)}
+        elif isinstance(p, LabStandardizer):
+            specs[m] = {"in_features": len(p.features_)}
+        else:
+            specs[m] = dict(p.input_spec()) if hasattr(p, "input_spec") else {}
+    return specs
 
 
 def prepare_ptbxl_splits(recipe: Any, preprocessors: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -130,12 +156,7 @@ def prepare_ptbxl_splits(recipe: Any, preprocessors: Mapping[str, Any] | None) -
     present: dict[str, np.ndarray] = {}
     feats = None
     if ECG_MODALITY in mods:
-        pipe = pre.get(ECG_MODALITY) or _pipeline(data)
-        if not isinstance(pipe, ECGPipeline):
-            raise ConfigError(
-                f"preprocessor of {ECG_MODALITY!r} is {type(pipe).__name__}, not an ECGPipeline"
-            )
-        pre[ECG_MODALITY] = pipe
+        pipe = pre[ECG_MODALITY] = ecg_pipeline(data, pre)
         ok = np.array([Path(f"{p}.hea").is_file() and Path(f"{p}.dat").is_file() for p in index["path"]])
         if not ok.any():
             raise DataError(f"data.root: no records{data.sampling_rate}/ files for the records of data.folds")
@@ -186,13 +207,7 @@ def prepare_ptbxl_splits(recipe: Any, preprocessors: Mapping[str, Any] | None) -
         targets[name] = y[rows]
         if feats is not None:
             features[name] = feats[rows]
-    specs: dict[str, dict[str, Any]] = {}
-    if ECG_MODALITY in pre:
-        specs[ECG_MODALITY] = {"leads": len(pre[ECG_MODALITY].leads)}
-    if LABS_MODALITY in pre:
-        specs[LABS_MODALITY] = {"in_features": len(pre[LABS_MODALITY].features_)}
-    if TEXT_MODALITY in pre:
-        specs[TEXT_MODALITY] = {}
+    specs = input_specs(pre)
     info = {
         "folds": folds,
         "n_records": {s: len(d) for s, d in datasets.items()},
