@@ -84,7 +84,7 @@ def make_clinical_patients(
     prevalence: float = 0.3,
     missing: Mapping[str, float] | None = None,
     min_present: int = 2,
-    reports: str | Path | None = "builtin",
+    reports: str | Path | Mapping[str, Any] | None = "builtin",
     ecg_bank_size: int = 6,
     mention: float = 0.85,
 ) -> dict[str, Any]:
@@ -107,7 +107,8 @@ def make_clinical_patients(
     min_present
         Least modalities per patient (1-4).
     reports
-        Folder of IU X-ray XML reports for the X-ray sentences, or ``"builtin"``.
+        Folder of IU X-ray XML reports for the X-ray sentences, ``"builtin"``, or the pools
+        :func:`~biomodal.datasets._report_synth.sentence_pools` returned (read once for several draws).
     ecg_bank_size
         ECGSYN records per ECG state (see :func:`~biomodal.datasets._ecg_synth.simulate_ecg_bank`).
     mention
@@ -150,7 +151,7 @@ def make_clinical_patients(
     ecg, hr = ecg_from_bank(
         bank, af, mi, rng.uniform(0.85, 1.2, n), duration_s=duration_s, sampling_rate=sampling_rate, seed=rng
     )
-    pools = sentence_pools(reports)
+    pools = reports if isinstance(reports, Mapping) else sentence_pools(reports)
     texts = compose_reports({k: c[k] for k in CONDITIONS}, pools, mention=mention, seed=rng)
     sex = (rng.random(n) < 0.5).astype(np.float64)
     infarct = np.where(mi, rng.gamma(2.0, 1.0, n), 0.0)

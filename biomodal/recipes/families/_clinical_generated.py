@@ -116,6 +116,7 @@ def prepare_generated_splits(recipe: Any, preprocessors: Mapping[str, Any] | Non
         ``datasets`` (``{split: ClinicalDataset}``), ``preprocessors``, ``input_specs``,
         ``targets`` (``conditions``), ``features`` (``{split: ecg_features array}``) and ``info``.
     """
+    from biomodal.datasets._report_synth import sentence_pools
     from biomodal.datasets.clinical_synthetic import CONDITIONS, LAB_NAMES, make_clinical_patients
     from biomodal.eval.protocols import Target
     from biomodal.io import ECG
@@ -136,6 +137,7 @@ def prepare_generated_splits(recipe: Any, preprocessors: Mapping[str, Any] | Non
     pre = dict(preprocessors or {})
     sizes = {"train": gen.n_train, "val": gen.n_val, "test": gen.n_test}
     drawn: dict[str, dict[str, Any]] = {}
+    pools = sentence_pools(gen.reports)  # the IU reports are parsed once, not once per split
     for i, (split, n) in enumerate(sizes.items()):
         if n:
             drawn[split] = make_clinical_patients(
@@ -147,7 +149,7 @@ def prepare_generated_splits(recipe: Any, preprocessors: Mapping[str, Any] | Non
                 prevalence=gen.prevalence,
                 missing=gen.missing,
                 min_present=gen.min_present,
-                reports=gen.reports,
+                reports=pools,
                 ecg_bank_size=gen.ecg_bank_size,
                 mention=gen.mention,
             )
